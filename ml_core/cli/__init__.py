@@ -1,0 +1,66 @@
+"""The ``bfe`` command line: one subcommand per pipeline step, options from ``ml_core.config``.
+
+Each module in ``COMMAND_MODULES`` exposes ``register(subparsers)``; a subcommand's parser sets
+``func(args) -> int``. User errors are printed without a traceback and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from dataclasses import MISSING, fields
+from typing import Optional, Sequence
+
+from ..errors import BfeError, Cancelled
+
+COMMAND_MODULES = ("ml_core.cli.geo", "ml_core.cli.train")
+
+
+def add_options(parser: argparse.ArgumentParser, options_cls: type, skip: Sequence[str] = ()) -> None:
+    """Add one ``--flag`` per field of an options dataclass, with its default and help."""
+    for f in fields(options_cls):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not MISSING else None
+        help_text = f"{f.metadata.get('help', '')} (default: {default})"
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
+                                help=help_text)
+            continue
+        kind = type(default) if default is not None else (int if f.name == "epochs" else float)
+        parser.add_argument(flag, type=kind, default=default, choices=f.metadata.get("choices"),
+                            help=help_text)
+
+
+def options_from_args(args: argparse.Namespace, options_cls: type):
+    """Build an options dataclass from parsed arguments added by :func:`add_options`."""
+    return options_cls(**{f.name: getattr(args, f.name) for f in fields(options_cls)
+                          if hasattr(args, f.name)})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bfe", description="Building footprints from incomplete OSM labels.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``bfe`` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except Cancelled:
+        print("bfe: cancelled.", file=sys.stderr)
+        return 130
+    except BfeError as exc:
+        print(f"bfe: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
