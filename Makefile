@@ -12,7 +12,7 @@ RUN_DIR := $(CURDIR)/build/run
 ISOLATE := QT_QPA_PLATFORM=offscreen QGIS_CUSTOM_CONFIG_PATH=$(RUN_DIR)/qgis \
 	XDG_CACHE_HOME=$(RUN_DIR)/cache XDG_CONFIG_HOME=$(RUN_DIR)/config TMPDIR=$(RUN_DIR)/tmp
 
-.PHONY: setup setup-desktop test demo qgis e2e bench package lint clean
+.PHONY: setup setup-desktop desktop-profile test demo qgis e2e bench package lint clean
 
 setup: $(STAMP)
 
@@ -51,7 +51,7 @@ demo: setup | $(RUN_DIR)
 	$(ISOLATE) $(PY) -m ml_core run --demo -o out/demo
 
 package: setup
-	$(PY) scripts/package_plugin.py --out dist/bfe_plugin.zip
+	$(PY) scripts/package_plugin.py
 
 bench: setup | $(RUN_DIR)
 	$(ISOLATE) $(PY) bench/run_all.py --out bench/results
@@ -60,11 +60,23 @@ lint: setup
 	$(VENV)/bin/ruff check ml_core bfe_plugin tests scripts bench
 	$(VENV)/bin/bandit -q -r ml_core bfe_plugin -c pyproject.toml
 
-qgis: setup-desktop | $(RUN_DIR)
-	$(PY) scripts/qgis_desktop.py open
+# The real desktop: plugin enabled from the working tree in its own profile; torch from the venv.
+PROFILES := $(CURDIR)/build/qgis-profiles
+QGIS := qgis --nologo --noversioncheck --profiles-path $(PROFILES) --profile bfe
+QGIS_ENV := BFE_REPO=$(CURDIR) XDG_RUNTIME_DIR=$(RUN_DIR)/xdg \
+	PYTHONPATH=$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
-e2e: setup-desktop | $(RUN_DIR)
-	$(PY) scripts/qgis_desktop.py e2e --screenshot docs/screenshot.png
+desktop-profile: setup-desktop | $(RUN_DIR)
+	@mkdir -p -m 700 $(RUN_DIR)/xdg
+	$(PY) scripts/qgis_profile.py $(PROFILES)
+	QT_QPA_PLATFORM=offscreen $(PY) scripts/qgis_project.py --out build/bfe_sample.qgz
+
+qgis: desktop-profile
+	$(QGIS_ENV) $(QGIS) --project build/bfe_sample.qgz
+
+e2e: desktop-profile
+	$(QGIS_ENV) timeout 900 xvfb-run -a -s '-screen 0 1600x1000x24' $(QGIS) \
+	  --code scripts/e2e_qgis.py
 
 clean:
 	rm -rf build dist out bench/results

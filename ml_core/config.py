@@ -43,6 +43,10 @@ class TrainOptions:
     seed: int = _opt(0, "Random seed (same seed, same result on CPU).")
     width: int = _opt(16, "U-Net base width (channels of the first level), for new models.")
     depth: int = _opt(4, "U-Net depth (number of down-sampling steps), for new models.")
+    gsd_m: Optional[float] = _opt(None, "Resample the raster to this pixel size in metres; "
+                                  "default: the base model's, else the raster's own.")
+    ignore_confident: Optional[float] = _opt(None, "Treat as unknown the background pixels the "
+                                             "base model calls building above this probability.")
 
 
 @dataclass

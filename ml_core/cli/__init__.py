@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from collections.abc import Sequence
 from dataclasses import MISSING, fields
-from typing import Optional, Sequence
+from typing import Optional
 
 from ..errors import BfeError, Cancelled
 

@@ -1,0 +1,147 @@
+"""Where ml_core and torch come from, what is missing, and the exact command that fixes it.
+
+Lookup order for ``ml_core``: the copy vendored into the plugin ZIP (``_vendor/``), then an
+installed package (``pip install -e .`` in a checkout), then the checkout the plugin folder
+lives in (a symlinked working tree). Python packages installed by the "Install" action go to a
+user-writable folder inside the QGIS profile, which is added to ``sys.path``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import platform
+import shutil
+import subprocess  # nosec B404
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from qgis.core import QgsApplication, QgsTask
+
+PLUGIN_DIR = Path(__file__).resolve().parent
+VENDOR_DIR = PLUGIN_DIR / "_vendor"
+CHECKOUT = PLUGIN_DIR.parent
+PIP_PACKAGES = ("torch==2.13.0", "safetensors==0.8.0")
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+
+
+@dataclass
+class Missing:
+    """A dependency that cannot be imported, and the command that installs it."""
+
+    module: str
+    command: str
+    installable: bool  # the "Install" action can fix it (pip packages)
+
+
+def user_site_dir() -> Path:
+    """The user-writable folder that the "Install" action pip-installs into."""
+    return Path(QgsApplication.qgisSettingsDirPath()) / "python" / "bfe_site"
+
+
+def _add_path(path: Path, front: bool = False) -> None:
+    entry = str(path)
+    if entry in sys.path:
+        return
+    if front:
+        sys.path.insert(0, entry)
+    else:
+        sys.path.append(entry)
+    importlib.invalidate_caches()
+
+
+def ensure_import_paths() -> None:
+    """Make ml_core (vendored, installed or from the checkout) and installed extras importable."""
+    if (VENDOR_DIR / "ml_core" / "__init__.py").is_file():
+        _add_path(VENDOR_DIR, front=True)
+    elif not module_available("ml_core") and (CHECKOUT / "ml_core" / "__init__.py").is_file():
+        _add_path(CHECKOUT)
+    if user_site_dir().is_dir():
+        _add_path(user_site_dir())
+
+
+def module_available(name: str) -> bool:
+    """True when ``name`` can be imported (found without importing it, so QGIS starts fast)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def python_executable() -> str:
+    """The Python interpreter of this QGIS (inside QGIS ``sys.executable`` may be QGIS itself)."""
+    exe = Path(sys.executable)
+    if exe.name.lower().startswith("python"):
+        return str(exe)
+    if platform.system() == "Windows":
+        return str(Path(sys.exec_prefix) / "python.exe")
+    candidate = Path(sys.exec_prefix) / "bin" / "python3"
+    return str(candidate) if candidate.exists() else (shutil.which("python3") or "python3")
+
+
+def pip_args(target: Path | None = None) -> list[str]:
+    """The pip command (argument list) that installs torch and safetensors for this QGIS."""
+    args = [python_executable(), "-m", "pip", "install", "--upgrade"]
+    if target is not None:
+        args += ["--target", str(target)]
+    if platform.system() != "Darwin":
+        args += ["--extra-index-url", TORCH_CPU_INDEX]  # CPU wheels; see README for CUDA
+    return [*args, *PIP_PACKAGES]
+
+
+def pip_command(target: Path | None = None) -> str:
+    """``pip_args`` as one line a user can paste into a terminal."""
+    return " ".join(f'"{a}"' if " " in a else a for a in pip_args(target))
+
+
+def _fix_command(module: str) -> Missing:
+    if module in ("torch", "safetensors"):
+        return Missing(module, pip_command(user_site_dir()), installable=True)
+    if module == "osgeo":
+        fix = ("sudo apt install python3-gdal" if platform.system() == "Linux"
+               else "reinstall QGIS with its GDAL Python bindings (OSGeo4W: python3-gdal)")
+        return Missing(module, fix, installable=False)
+    return Missing(module, "reinstall the bfe plugin from its ZIP "
+                           "(or run 'pip install -e .' in a bfe checkout)", installable=False)
+
+
+def check_dependencies() -> list[Missing]:
+    """Every dependency of the plugin that cannot be imported, with its fix."""
+    return [_fix_command(m) for m in ("ml_core", "osgeo", "torch", "safetensors")
+            if not module_available(m)]
+
+
+def install_packages(target: Path | None = None) -> subprocess.CompletedProcess:
+    """pip-install torch and safetensors into ``target`` (blocking; run it in a task)."""
+    target = target or user_site_dir()
+    target.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(pip_args(target), capture_output=True, text=True,  # nosec B603
+                            check=False)
+    if result.returncode == 0:
+        _add_path(target)
+    return result
+
+
+def missing_text(missing: Missing) -> str:
+    """One sentence naming the missing module and the exact command that fixes it."""
+    return (f"bfe needs the Python module '{missing.module}', which QGIS cannot import. "
+            f"Fix: {missing.command}")
+
+
+def install_in_background(on_done: Callable[[bool, str], None]) -> QgsTask:
+    """Run :func:`install_packages` in a QGIS task; ``on_done(ok, pip_output)`` on the UI thread."""
+
+    def work(_task: QgsTask) -> subprocess.CompletedProcess:
+        return install_packages()
+
+    def finished(exception: Optional[BaseException], result=None) -> None:
+        if exception is not None:
+            on_done(False, str(exception))
+        else:
+            on_done(result.returncode == 0, result.stdout + result.stderr)
+
+    task = QgsTask.fromFunction("Installing torch for bfe", work, on_finished=finished)
+    QgsApplication.taskManager().addTask(task)
+    return task

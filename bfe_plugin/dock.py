@@ -1,0 +1,313 @@
+"""The bfe dock: inputs, labels, fine-tuning with a live chart, extraction, model.
+
+Panels are separate widgets; ``add_section`` lets another module (e.g. a review panel) add one.
+Every computation runs in a task from ``tasks.py``; this module only gathers inputs, starts
+tasks, shows their progress and adds their results as layers.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Callable, Optional
+
+from qgis.core import QgsApplication, QgsProcessingUtils
+from qgis.gui import QgsCollapsibleGroupBox, QgsDockWidget, QgsFileWidget
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtWidgets import (
+    QCheckBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ml_core.config import ExtractOptions, PredictOptions, RasterizeOptions, TrainOptions
+from ml_core.errors import BfeError, InputError
+
+from . import deps, layers
+from .messages import report_error, report_success
+from .tasks import CoreTask, ExtractJob, ExtractTask, FinetuneTask, RasteriseTask
+from .widgets.chart import TrainingChart
+from .widgets.inputs import InputsPanel
+from .widgets.model import ModelPanel
+from .widgets.options import OptionsForm
+
+_RUNS = itertools.count(1)
+
+
+def _format_eta(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return ""
+    minutes, secs = divmod(int(seconds), 60)
+    return f"ETA {minutes}:{secs:02d}"
+
+
+class BfeDock(QgsDockWidget):
+    """The dock; ``install`` starts the dependency installation, ``missing`` lists what lacks."""
+
+    def __init__(self, iface, install: Callable[[], None], missing: list[deps.Missing]) -> None:
+        super().__init__("Building footprints (bfe)", iface.mainWindow())
+        self.setObjectName("BfeDock")
+        self.iface = iface
+        self.task: Optional[CoreTask] = None
+        body = QWidget()
+        self.sections = QVBoxLayout(body)
+        self._build_banner(install)
+        self.inputs = InputsPanel(iface.mapCanvas())
+        self.add_section("Inputs", self.inputs)
+        self.add_section("Labels", self._build_labels())
+        self.add_section("Fine-tune", self._build_finetune())
+        self.add_section("Extract buildings", self._build_extract())
+        self.model = ModelPanel()
+        self.model.error.connect(self._error)
+        self.add_section("Model", self.model)
+        self.sections.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(body)
+        self.setWidget(scroll)
+        self.set_missing(missing)
+
+    # -- layout -----------------------------------------------------------------------------
+    def add_section(self, title: str, widget: QWidget) -> QgsCollapsibleGroupBox:
+        """Append a collapsible section holding ``widget`` (before the trailing stretch)."""
+        box = QgsCollapsibleGroupBox(title)
+        QVBoxLayout(box).addWidget(widget)
+        index = self.sections.count()
+        if index and self.sections.itemAt(index - 1).spacerItem() is not None:
+            index -= 1
+        self.sections.insertWidget(index, box)
+        return box
+
+    def _build_banner(self, install: Callable[[], None]) -> None:
+        self.banner = QWidget()
+        self.missing_banner = QLabel()
+        self.missing_banner.setWordWrap(True)
+        self.missing_banner.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        button = QPushButton("Install")
+        button.clicked.connect(install)
+        row = QHBoxLayout(self.banner)
+        row.addWidget(self.missing_banner, 1)
+        row.addWidget(button)
+        self.sections.addWidget(self.banner)
+
+    def _build_labels(self) -> QWidget:
+        panel = QWidget()
+        self.rasterize_form = OptionsForm(RasterizeOptions, primary=("unknown_margin",))
+        self.rasterise_button = QPushButton("Rasterise labels")
+        self.rasterise_button.clicked.connect(self.start_rasterise)
+        layout = QVBoxLayout(panel)
+        layout.addWidget(self.rasterize_form)
+        layout.addWidget(self.rasterise_button)
+        return panel
+
+    def _build_finetune(self) -> QWidget:
+        panel = QWidget()
+        self.base_model = QgsFileWidget()
+        self.base_model.setFilter("bfe model (*.safetensors)")
+        self.base_model.setToolTip("Empty: the bundled base model (or a new model without one).")
+        self.train_form = OptionsForm(TrainOptions, primary=("loss", "epochs", "minutes", "device"))
+        self._loss_tooltips()
+        self.device_label = QLabel()
+        self.model_out = QgsFileWidget()
+        self.model_out.setStorageMode(QgsFileWidget.SaveFile)
+        self.model_out.setFilter("bfe model (*.safetensors)")
+        self.model_out.setToolTip("Empty: a temporary file; save it from the Model section.")
+        self.finetune_button = QPushButton("Fine-tune")
+        self.finetune_button.clicked.connect(self.start_finetune)
+        self.progress = QProgressBar()
+        self.eta = QLabel()
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.chart = TrainingChart()
+        row = QHBoxLayout()
+        row.addWidget(self.progress, 1)
+        row.addWidget(self.eta)
+        row.addWidget(self.cancel_button)
+        layout = QVBoxLayout(panel)
+        layout.addWidget(QLabel("Base model"))
+        layout.addWidget(self.base_model)
+        layout.addWidget(self.train_form)
+        layout.addWidget(self.device_label)
+        layout.addWidget(QLabel("Save the fine-tuned model to"))
+        layout.addWidget(self.model_out)
+        layout.addWidget(self.finetune_button)
+        layout.addLayout(row)
+        layout.addWidget(self.chart)
+        return panel
+
+    def _build_extract(self) -> QWidget:
+        panel = QWidget()
+        self.predict_form = OptionsForm(PredictOptions, primary=("device", "tta"))
+        self.extract_form = OptionsForm(ExtractOptions, primary=("threshold", "min_area"))
+        self.add_probability = QCheckBox("Add the probability raster")
+        self.extract_button = QPushButton("Extract buildings")
+        self.extract_button.clicked.connect(self.start_extract)
+        layout = QVBoxLayout(panel)
+        layout.addWidget(self.predict_form)
+        layout.addWidget(self.extract_form)
+        layout.addWidget(self.add_probability)
+        layout.addWidget(self.extract_button)
+        return panel
+
+    def _loss_tooltips(self) -> None:
+        try:
+            from ml_core.losses import describe_loss
+        except ImportError:
+            return
+        combo = self.train_form.editor("loss")
+        for i in range(combo.count()):
+            combo.setItemData(i, describe_loss(combo.itemText(i)), Qt.ToolTipRole)
+
+    def set_missing(self, missing: list[deps.Missing]) -> None:
+        """Show what is missing (torch) and how to fix it; detect the device once it is there."""
+        self.banner.setVisible(bool(missing))
+        self.missing_banner.setText("\n".join(deps.missing_text(m) for m in missing))
+        for button in (self.rasterise_button, self.finetune_button, self.extract_button):
+            button.setEnabled(not missing)
+        if not missing:
+            self.device_label.setText(f"Device: {_describe_device()}")
+
+    # -- running tasks ----------------------------------------------------------------------
+    def _run_folder(self) -> Path:
+        folder = Path(QgsProcessingUtils.tempFolder()) / f"bfe_run_{next(_RUNS)}"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def _start(self, task: CoreTask) -> None:
+        self.task = task
+        task.progress_event.connect(self._on_event)
+        task.progressChanged.connect(self._on_progress)
+        self.progress.setValue(0)
+        self.eta.clear()
+        self._set_busy(True)
+        QgsApplication.taskManager().addTask(task)
+
+    def _set_busy(self, busy: bool) -> None:
+        for button in (self.rasterise_button, self.finetune_button, self.extract_button):
+            button.setEnabled(not busy)
+        self.cancel_button.setEnabled(busy)
+
+    def _done(self) -> None:
+        self.task = None
+        self._set_busy(False)
+
+    def _on_progress(self, value: float) -> None:
+        self.progress.setValue(int(value))
+
+    def _on_event(self, event: dict) -> None:
+        self.eta.setText(_format_eta(event.get("eta_s")))
+        if event.get("device"):
+            self.device_label.setText(f"Device: {event['device']}")
+        self.chart.add_event(event)
+
+    def _error(self, exc: BaseException, details: str = "") -> None:
+        self._done()
+        report_error(self.iface.messageBar(), exc, details or None)
+
+    def cancel(self) -> None:
+        """Cancel the running task (honoured within about 2 s)."""
+        if self.task is not None:
+            self.task.cancel()
+
+    def shutdown(self) -> None:
+        """Cancel running work before the plugin unloads."""
+        self.cancel()
+        self.save_settings()
+
+    def save_settings(self) -> None:
+        """Remember the options (QgsSettings) for the next session."""
+        for form in (self.rasterize_form, self.train_form, self.predict_form, self.extract_form):
+            form.save()
+
+    def _guarded(self, start: Callable[[Path], CoreTask]) -> None:
+        """Gather inputs and create the task; any problem goes to the message bar."""
+        self.save_settings()
+        try:
+            self._start(start(self._run_folder()))
+        except Exception as exc:  # an unexpected one too: never an exception out of a Qt slot
+            self._error(exc)
+
+    # -- rasterise --------------------------------------------------------------------------
+    def start_rasterise(self) -> None:
+        self._guarded(lambda folder: RasteriseTask(
+            self.inputs.raster(), self.inputs.buildings(folder), folder / "labels.tif",
+            self.rasterize_form.options(), self._rasterised, self._error))
+
+    def _rasterised(self, path: Path) -> None:
+        self._done()
+        layers.add_mask(path, layers.result_group(self.inputs.raster_layer().name()))
+        report_success(self.iface.messageBar(), f"Labels rasterised to {path}.")
+
+    # -- fine-tune --------------------------------------------------------------------------
+    def start_finetune(self) -> None:
+        self.chart.clear()
+        self._guarded(lambda folder: FinetuneTask(
+            self.inputs.raster(), self.inputs.buildings(folder),
+            Path(self.model_out.filePath() or folder / "model.safetensors"),
+            self.train_form.options(), self.base_model.filePath() or None,
+            self.inputs.band_list(), self._finetuned, self._finetune_failed))
+
+    def _finetuned(self, result) -> None:
+        self._done()
+        self._use_model(result.model_path)
+        report_success(self.iface.messageBar(),
+                       f"Fine-tuned in {result.epochs_run} epoch(s), best validation Dice "
+                       f"{result.best_val_dice}; model {result.model_path}.")
+
+    def _finetune_failed(self, exc: BaseException, details: str) -> None:
+        out = self.task.out_model.with_suffix(".safetensors") if self.task else None
+        self._error(exc, details)
+        if out is not None and out.exists():  # cancelled or failed late: keep the best checkpoint
+            self._use_model(out)
+
+    def _use_model(self, path: Path) -> None:
+        try:
+            self.model.set_model(path)
+        except BfeError as exc:
+            self._error(exc)
+
+    # -- extract ----------------------------------------------------------------------------
+    def start_extract(self) -> None:
+        self._guarded(self._extract_task)
+
+    def _extract_task(self, folder: Path) -> ExtractTask:
+        raster = self.inputs.raster()
+        model = self.model.path or Path(self._bundled_base())
+        extent, aoi = self.inputs.area_limits(folder)
+        existing = self.inputs.buildings(folder) if self.inputs.buildings_layer() else None
+        job = ExtractJob(raster, str(model), folder / "probability.tif",
+                         folder / "footprints.gpkg", self.predict_form.options(),
+                         self.extract_form.options(), self.inputs.band_list(), extent, aoi,
+                         existing)
+        return ExtractTask(job, self._extracted, self._error)
+
+    def _bundled_base(self) -> str:
+        from .sources import base_model
+
+        path = base_model(None)
+        if path is None:
+            raise InputError("No model yet: fine-tune one or load a .safetensors model first.")
+        return path
+
+    def _extracted(self, _result) -> None:
+        job = self.task.job
+        self._done()
+        group = layers.result_group(self.inputs.raster_layer().name())
+        if self.add_probability.isChecked():
+            layers.add_probability(job.probability, group)
+        footprints, new = layers.add_footprints(job.footprints, group)
+        report_success(self.iface.messageBar(), f"{footprints.featureCount()} footprints, "
+                       f"{new.featureCount()} not in the building layer.")
+
+
+def _describe_device() -> str:
+    """Imports torch, on the UI thread once: importing it inside a worker thread can crash."""
+    from ml_core.device import describe_device
+
+    return describe_device()

@@ -1,0 +1,1 @@
+"""Processing provider "Building footprints (bfe)": one algorithm module per pipeline step."""

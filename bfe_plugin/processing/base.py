@@ -1,0 +1,165 @@
+"""Shared machinery of the bfe algorithms: parameters from ml_core.config, feedback, errors.
+
+The provider loads (and QGIS starts) without importing torch, and lists its algorithms even
+before torch is installed. Each algorithm imports its ml_core modules (``CORE``) in
+``prepareAlgorithm``, which Processing calls on the UI thread: importing torch inside a worker
+thread can crash QGIS.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Optional
+
+from qgis.core import (
+    QgsProcessingAlgorithm,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+    QgsProcessingUtils,
+)
+
+from ml_core.errors import BfeError
+from ml_core.events import CancelToken, ProgressEvent
+
+from ..optionspec import OptionSpec, option_specs
+from ..sources import raster_path, vector_path
+
+
+def option_parameter(spec: OptionSpec, advanced: bool) -> QgsProcessingParameterDefinition:
+    """The Processing parameter for one ml_core option."""
+    if spec.choices:
+        param = QgsProcessingParameterEnum(spec.name, spec.label, options=list(spec.choices),
+                                           defaultValue=spec.choices.index(spec.default))
+    elif spec.kind is bool:
+        param = QgsProcessingParameterBoolean(spec.name, spec.label, defaultValue=spec.default)
+    elif spec.kind in (int, float):
+        number = (QgsProcessingParameterNumber.Integer if spec.kind is int
+                  else QgsProcessingParameterNumber.Double)
+        param = QgsProcessingParameterNumber(spec.name, spec.label, number, spec.default,
+                                             optional=spec.optional, minValue=0)
+    else:
+        param = QgsProcessingParameterString(spec.name, spec.label, spec.default,
+                                             optional=spec.optional)
+    param.setHelp(spec.help)
+    if advanced:
+        param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+    return param
+
+
+class BfeAlgorithm(QgsProcessingAlgorithm):
+    """Base class: subclasses declare ``NAME``, ``LABEL``, ``HELP`` and implement ``run_step``."""
+
+    NAME = ""
+    LABEL = ""
+    HELP = ""
+    OPTIONS: Optional[type] = None  # the ml_core.config dataclass of this step
+    PRIMARY: tuple = ()  # options shown first; the others are under "Advanced parameters"
+    CORE: tuple = ()  # ml_core modules that run_step uses
+
+    def name(self) -> str:
+        return self.NAME
+
+    def displayName(self) -> str:  # noqa: N802 (QGIS API)
+        return self.LABEL
+
+    def shortHelpString(self) -> str:  # noqa: N802 (QGIS API)
+        return self.HELP
+
+    def createInstance(self) -> BfeAlgorithm:  # noqa: N802 (QGIS API)
+        return type(self)()
+
+    def add_options(self) -> None:
+        """Declare one parameter per field of ``OPTIONS``."""
+        for spec in option_specs(self.OPTIONS):
+            self.addParameter(option_parameter(spec, advanced=spec.name not in self.PRIMARY))
+
+    def read_options(self, parameters: dict, context: QgsProcessingContext) -> Any:
+        """Build the ``OPTIONS`` dataclass from the parameter values."""
+        values = {}
+        for spec in option_specs(self.OPTIONS):
+            if spec.optional and parameters.get(spec.name) in (None, ""):
+                values[spec.name] = None
+            elif spec.choices:
+                index = self.parameterAsEnum(parameters, spec.name, context)
+                values[spec.name] = spec.choices[index]
+            elif spec.kind is bool:
+                values[spec.name] = self.parameterAsBoolean(parameters, spec.name, context)
+            elif spec.kind is int:
+                values[spec.name] = self.parameterAsInt(parameters, spec.name, context)
+            elif spec.kind is float:
+                values[spec.name] = self.parameterAsDouble(parameters, spec.name, context)
+            else:
+                values[spec.name] = self.parameterAsString(parameters, spec.name, context)
+        return self.OPTIONS(**values)
+
+    def raster_parameter(self, name: str, parameters: dict, context: QgsProcessingContext) -> str:
+        """The file path of a raster parameter (GDAL rasters only)."""
+        try:
+            return raster_path(self.parameterAsRasterLayer(parameters, name, context))
+        except BfeError as exc:
+            raise QgsProcessingException(str(exc)) from exc
+
+    def prepareAlgorithm(self, parameters: dict, context: QgsProcessingContext,  # noqa: N802
+                         feedback: QgsProcessingFeedback) -> bool:
+        for module in self.CORE:
+            try:
+                importlib.import_module(module)
+            except ImportError as exc:
+                raise QgsProcessingException(
+                    f"{module} cannot be imported ({exc}). Open the bfe dock for the command "
+                    "that installs the missing package.") from exc
+        return True
+
+    def processAlgorithm(self, parameters: dict, context: QgsProcessingContext,  # noqa: N802
+                         feedback: QgsProcessingFeedback) -> dict:
+        def progress(event: ProgressEvent) -> None:
+            feedback.setProgress(100.0 * event.fraction)
+            if event.message:
+                feedback.pushInfo(event.message)
+
+        try:
+            return self.run_step(parameters, context, feedback, progress,
+                            CancelToken(is_cancelled=feedback.isCanceled))
+        except BfeError as exc:
+            raise QgsProcessingException(str(exc)) from exc
+
+    def run_step(self, parameters: dict, context: QgsProcessingContext,
+                 feedback: QgsProcessingFeedback, progress, cancel: CancelToken) -> dict:
+        """Run the ml_core step; return the outputs."""
+        raise NotImplementedError
+
+
+def raster_input(name: str = "INPUT", label: str = "Raster (GeoTIFF or any GDAL raster)"):
+    """The input raster parameter used by several algorithms."""
+    return QgsProcessingParameterRasterLayer(name, label)
+
+
+def vector_input_path(alg: QgsProcessingAlgorithm, name: str, parameters: dict,
+                      context: QgsProcessingContext) -> Optional[str]:
+    """A vector layer parameter written to a temporary one-layer GeoPackage (None when unset)."""
+    layer = alg.parameterAsVectorLayer(parameters, name, context)
+    if layer is None:
+        return None
+    try:
+        return vector_path(layer, QgsProcessingUtils.generateTempFilename(f"{name.lower()}.gpkg"))
+    except BfeError as exc:
+        raise QgsProcessingException(str(exc)) from exc
+
+
+def parse_bands(text: str) -> Optional[list[int]]:
+    """"1,2,3" -> [1, 2, 3]; empty -> None (ml_core picks RGB or the model card's bands)."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        return [int(part) for part in text.replace(" ", ",").split(",") if part]
+    except ValueError as exc:
+        raise QgsProcessingException(
+            f"Bands must be 1-based numbers like 1,2,3, not {text!r}.") from exc

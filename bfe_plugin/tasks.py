@@ -1,0 +1,156 @@
+"""QgsTask adapters over ml_core calls.
+
+A task runs one ml_core step in a QGIS worker thread. It only adapts the progress callback to
+``setProgress`` plus a ``progress_event`` signal (a ``ProgressEvent.to_dict()``, delivered to
+the UI thread by Qt) and cancellation to ``CancelToken(is_cancelled=self.isCanceled)``. It never
+touches widgets, layers or the project: ``finished()`` (UI thread) hands the result to
+``on_done`` or the error to ``on_error``. The ml_core step is imported in ``__init__``, on the
+UI thread: importing torch inside a worker thread can crash QGIS.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from qgis.core import QgsTask
+from qgis.PyQt.QtCore import pyqtSignal
+
+from ml_core.config import ExtractOptions, PredictOptions, RasterizeOptions, TrainOptions
+from ml_core.errors import Cancelled
+from ml_core.events import CancelToken, ProgressCallback, ProgressEvent
+
+from .messages import format_traceback
+from .sources import base_model
+
+OnDone = Callable[[Any], None]
+OnError = Callable[[BaseException, str], None]
+
+
+def limit_torch_threads() -> None:
+    """Leave one core to the QGIS UI thread."""
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+
+
+class CoreTask(QgsTask):
+    """Runs ``step(progress=..., cancel=...)`` (an ml_core call with its inputs bound)."""
+
+    progress_event = pyqtSignal(dict)
+
+    def __init__(self, description: str, step: Callable[..., Any], on_done: OnDone,
+                 on_error: OnError) -> None:
+        super().__init__(description, QgsTask.CanCancel)
+        self.step = step
+        self._on_done = on_done
+        self._on_error = on_error
+        self.result: Any = None
+        self.error: Optional[BaseException] = None
+        self.details = ""
+
+    def run(self) -> bool:
+        try:
+            self.result = self.step(progress=self._progress,
+                                    cancel=CancelToken(is_cancelled=self.isCanceled))
+        except Exception as exc:  # reported in finished(), on the UI thread
+            self.error, self.details = exc, format_traceback(exc)
+            return False
+        return True
+
+    def _progress(self, event: ProgressEvent) -> None:
+        self.setProgress(100.0 * min(max(event.fraction, 0.0), 1.0))
+        self.progress_event.emit(event.to_dict())
+
+    def finished(self, ok: bool) -> None:
+        if ok:
+            self._on_done(self.result)
+        else:
+            self._on_error(self.error or Cancelled("Cancelled by the user."), self.details)
+
+
+class RasteriseTask(CoreTask):
+    """Building polygons to a partial label mask."""
+
+    def __init__(self, raster: str, buildings: str, out_path: Path, options: RasterizeOptions,
+                 on_done: OnDone, on_error: OnError) -> None:
+        from ml_core.labels import rasterize_labels
+
+        super().__init__("bfe: rasterise labels",
+                         partial(rasterize_labels, raster, buildings, out_path, options),
+                         on_done, on_error)
+
+
+class FinetuneTask(CoreTask):
+    """Fine-tune a model; on cancel the best checkpoint so far stays at ``out_model``."""
+
+    def __init__(self, raster: str, buildings: str, out_model: Path, options: TrainOptions,
+                 base: Optional[str], bands: Optional[list], on_done: OnDone,
+                 on_error: OnError) -> None:
+        from ml_core.train import finetune
+
+        self.out_model = out_model
+        step = partial(finetune, raster, buildings, out_model, options, base=base_model(base),
+                       bands=bands)
+        super().__init__("bfe: fine-tune", _torch_step(step), on_done, on_error)
+
+
+@dataclass
+class ExtractJob:
+    """Everything an extraction needs, as plain paths and options."""
+
+    raster: str
+    model: str
+    probability: Path
+    footprints: Path
+    predict: PredictOptions
+    extract: ExtractOptions
+    bands: Optional[list] = None
+    extent: Optional[tuple] = None  # xmin, ymin, xmax, ymax in the raster's CRS
+    aoi: Optional[str] = None  # polygon file limiting the area
+    existing: Optional[str] = None  # the user's buildings, to find the new ones
+
+
+def _torch_step(step: Callable[..., Any]) -> Callable[..., Any]:
+    """``step`` with torch limited to the cores the UI does not need."""
+
+    def run(**kwargs: Any) -> Any:
+        limit_torch_threads()
+        return step(**kwargs)
+
+    return run
+
+
+def _stage(progress: ProgressCallback, start: float, span: float) -> ProgressCallback:
+    """Map a stage's 0..1 onto ``start .. start + span`` of the whole task."""
+
+    def forward(event: ProgressEvent) -> None:
+        progress(replace(event, fraction=start + span * event.fraction))
+
+    return forward
+
+
+class ExtractTask(CoreTask):
+    """Predict probability over the area, then polygonise it (footprints, new buildings)."""
+
+    PREDICT_SHARE = 0.85
+
+    def __init__(self, job: ExtractJob, on_done: OnDone, on_error: OnError) -> None:
+        from ml_core.extract import extract_footprints
+        from ml_core.predict import predict_raster
+
+        self.job = job
+
+        def step(progress: ProgressCallback, cancel: CancelToken) -> Any:
+            predict_raster(job.raster, job.model, job.probability, job.predict, bands=job.bands,
+                           extent=job.extent, aoi=job.aoi, cancel=cancel,
+                           progress=_stage(progress, 0.0, self.PREDICT_SHARE))
+            return extract_footprints(job.probability, job.footprints, job.extract,
+                                      existing=job.existing, cancel=cancel,
+                                      progress=_stage(progress, self.PREDICT_SHARE,
+                                                      1.0 - self.PREDICT_SHARE))
+
+        super().__init__("bfe: extract buildings", _torch_step(step), on_done, on_error)

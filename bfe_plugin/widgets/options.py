@@ -1,0 +1,129 @@
+"""A form for one ml_core.config dataclass: one editor per field, tooltips from its help text."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qgis.core import QgsSettings
+from qgis.gui import QgsCollapsibleGroupBox
+from qgis.PyQt.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QLineEdit,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..optionspec import OptionSpec, option_specs
+
+MAX_NUMBER = 1_000_000
+
+
+def _editor(spec: OptionSpec) -> QWidget:
+    if spec.choices:
+        editor = QComboBox()
+        editor.addItems([str(c) for c in spec.choices])
+    elif spec.kind is bool:
+        editor = QCheckBox()
+    elif spec.kind is int:
+        editor = QSpinBox()
+        editor.setRange(0, MAX_NUMBER)
+    elif spec.kind is float:
+        editor = QDoubleSpinBox()
+        editor.setDecimals(4)
+        editor.setRange(0.0, MAX_NUMBER)
+        if spec.optional:
+            editor.setSpecialValueText("default")  # 0 means None
+    else:
+        editor = QLineEdit()
+    editor.setObjectName(spec.name)
+    editor.setToolTip(spec.help)
+    return editor
+
+
+def _set(editor: QWidget, spec: OptionSpec, value: Any) -> None:
+    if isinstance(editor, QComboBox):
+        editor.setCurrentIndex(max(0, editor.findText(str(value))))
+    elif isinstance(editor, QCheckBox):
+        editor.setChecked(bool(value))
+    elif isinstance(editor, (QSpinBox, QDoubleSpinBox)):
+        editor.setValue(spec.kind(value or 0))
+    else:
+        editor.setText("" if value is None else str(value))
+
+
+def _get(editor: QWidget, spec: OptionSpec) -> Any:
+    if isinstance(editor, QComboBox):
+        return spec.choices[editor.currentIndex()]
+    if isinstance(editor, QCheckBox):
+        return editor.isChecked()
+    if isinstance(editor, (QSpinBox, QDoubleSpinBox)):
+        value = editor.value()
+        return None if spec.optional and value == 0 else spec.kind(value)
+    return editor.text() or (None if spec.optional else spec.default)
+
+
+class OptionsForm(QWidget):
+    """Editors for ``options_cls``; fields in ``primary`` first, the rest under "Advanced".
+
+    Values persist in QgsSettings under ``bfe/<settings_group>/<field>``.
+    """
+
+    def __init__(self, options_cls: type, primary: tuple = (), settings_group: str = "",
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.options_cls = options_cls
+        self.settings_group = settings_group or options_cls.__name__
+        self.specs = option_specs(options_cls)
+        self.editors: dict[str, QWidget] = {}
+        main, advanced = QFormLayout(), QFormLayout()
+        for spec in self.specs:
+            self.editors[spec.name] = _editor(spec)
+            (main if spec.name in primary else advanced).addRow(spec.label, self.editors[spec.name])
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(main)
+        if advanced.rowCount():
+            box = QgsCollapsibleGroupBox("Advanced")
+            box.setLayout(advanced)
+            box.setCollapsed(True)
+            layout.addWidget(box)
+        self.restore()
+
+    def editor(self, name: str) -> QWidget:
+        return self.editors[name]
+
+    def set_options(self, options: Any) -> None:
+        for spec in self.specs:
+            _set(self.editors[spec.name], spec, getattr(options, spec.name))
+
+    def options(self) -> Any:
+        """The current values as an ``options_cls`` instance."""
+        return self.options_cls(**{s.name: _get(self.editors[s.name], s) for s in self.specs})
+
+    def _key(self, name: str) -> str:
+        return f"bfe/{self.settings_group}/{name}"
+
+    def save(self) -> None:
+        settings = QgsSettings()
+        for spec in self.specs:
+            value = _get(self.editors[spec.name], spec)
+            settings.setValue(self._key(spec.name), "" if value is None else str(value))
+
+    def restore(self) -> None:
+        """Defaults from the dataclass, overridden by saved settings that still parse."""
+        self.set_options(self.options_cls())
+        settings = QgsSettings()
+        for spec in self.specs:
+            saved = settings.value(self._key(spec.name))
+            if saved is None:
+                continue
+            try:
+                value = None if saved == "" else (saved in ("true", "True") if spec.kind is bool
+                                                  else spec.kind(saved))
+            except ValueError:
+                continue
+            _set(self.editors[spec.name], spec, value)

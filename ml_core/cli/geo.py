@@ -1,0 +1,155 @@
+"""``bfe rasterize``, ``drop``, ``predict``, ``extract``, ``evaluate``: the geo pipeline steps."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+from ..config import ExtractOptions, PredictOptions, RasterizeOptions, replace
+from . import add_options, options_from_args
+from .train import ProgressBar, ctrl_c_cancels
+
+
+def _ints(text: str) -> list:
+    return [int(v) for v in text.split(",") if v]
+
+
+def _extent(text: str) -> list:
+    """``xmin,ymin,xmax,ymax[,CRS]`` (CRS like EPSG:4326; default the raster's)."""
+    parts = text.split(",")
+    if len(parts) not in (4, 5):
+        raise argparse.ArgumentTypeError("use xmin,ymin,xmax,ymax[,EPSG:code]")
+    return [float(v) for v in parts[:4]] + parts[4:]
+
+
+def _add_predict_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bands", type=_ints, default=None,
+                   help="Comma-separated 1-based raster bands (default: the model card's).")
+    p.add_argument("--extent", type=_extent, default=None,
+                   help="Only predict xmin,ymin,xmax,ymax[,EPSG:code] (e.g. the map canvas).")
+    p.add_argument("--aoi", default=None, help="Only predict inside these polygons.")
+    add_options(p, PredictOptions)
+
+
+def register(subparsers) -> None:
+    """Add the geo subcommands."""
+    p = subparsers.add_parser("rasterize", help="Burn buildings into a partial label mask "
+                                                "(1 building, 0 background, 255 unknown).")
+    p.add_argument("raster")
+    p.add_argument("buildings", nargs="+", help="Building polygon file(s), any CRS.")
+    p.add_argument("-o", "--output", required=True, help="Output mask GeoTIFF.")
+    p.add_argument("--complete-area", nargs="+", default=None,
+                   help="Polygons where labels are complete; background outside is unknown.")
+    p.add_argument("--background", nargs="+", default=None,
+                   help="Polygons forced to background (e.g. rejected proposals).")
+    add_options(p, RasterizeOptions)
+    p.set_defaults(func=_cmd_rasterize)
+
+    p = subparsers.add_parser("drop", help="Remove a seeded random fraction of buildings "
+                                           "(simulated missing labels).")
+    p.add_argument("buildings")
+    p.add_argument("--fraction", type=float, default=0.5, help="Share to drop (default: 0.5).")
+    p.add_argument("--seed", type=int, default=0, help="Random seed (default: 0).")
+    p.add_argument("-o", "--output", required=True,
+                   help="Output GeoPackage (layers 'buildings' and 'dropped').")
+    p.set_defaults(func=_cmd_drop)
+
+    p = subparsers.add_parser("predict", help="Building probability GeoTIFF from a raster.")
+    p.add_argument("raster")
+    p.add_argument("-m", "--model", required=True, help="Model (.safetensors with its .json card).")
+    p.add_argument("-o", "--output", required=True, help="Output probability GeoTIFF.")
+    _add_predict_args(p)
+    p.set_defaults(func=_cmd_predict)
+
+    p = subparsers.add_parser("extract", help="Footprint polygons (GeoPackage) from a raster "
+                                              "and a model, or from a probability raster.")
+    p.add_argument("raster", help="Image raster (with -m) or probability raster (without -m).")
+    p.add_argument("-m", "--model", default=None, help="Model; omit when RASTER is a probability "
+                                                      "raster written by 'bfe predict'.")
+    p.add_argument("-o", "--output", required=True, help="Output GeoPackage.")
+    p.add_argument("--existing", nargs="+", default=None,
+                   help="Existing building footprints (e.g. OSM) for the new_buildings layer.")
+    p.add_argument("--crs", default=None, help="Output CRS, e.g. EPSG:4326 (default: raster's).")
+    p.add_argument("--prob", default=None, help="Also keep the probability GeoTIFF here.")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="Probability threshold (default: the model card's, else 0.5).")
+    _add_predict_args(p)
+    add_options(p, ExtractOptions, skip=("threshold",))
+    p.set_defaults(func=_cmd_extract)
+
+    p = subparsers.add_parser("evaluate", help="Pixel and object metrics against true buildings.")
+    p.add_argument("prediction", help="Mask/probability GeoTIFF or footprints GeoPackage.")
+    p.add_argument("--truth", required=True, help="True building polygons.")
+    p.add_argument("--raster", default=None, help="Grid for pixel metrics of a vector prediction.")
+    p.add_argument("--dropped", default=None, help="Dropped buildings (from 'bfe drop').")
+    p.add_argument("--threshold", type=float, default=0.5, help="For probability rasters.")
+    p.add_argument("--tile", type=int, default=256, help="Tile size of the per-tile mean.")
+    p.add_argument("--json", dest="json_out", default=None, help="Write the metrics here.")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_rasterize(args: argparse.Namespace) -> int:
+    from ..labels import rasterize_labels
+
+    with ctrl_c_cancels() as cancel:
+        out = rasterize_labels(args.raster, args.buildings, args.output,
+                               options_from_args(args, RasterizeOptions),
+                               complete_area=args.complete_area, background=args.background,
+                               progress=ProgressBar(), cancel=cancel)
+    print(f"Mask written to {out}.")
+    return 0
+
+
+def _cmd_drop(args: argparse.Namespace) -> int:
+    from ..labels import drop_buildings
+
+    res = drop_buildings(args.buildings, args.fraction, args.seed, args.output)
+    print(f"Kept {res.kept}, dropped {res.dropped} buildings: {res.path}.")
+    return 0
+
+
+def _predict(args: argparse.Namespace, out: str, cancel):
+    from ..device import select_device
+    from ..modelfile import load_model
+    from ..predict import predict_raster
+
+    options = options_from_args(args, PredictOptions)
+    model = load_model(args.model, select_device(options.device))
+    predict_raster(args.raster, model, out, options, bands=args.bands, extent=args.extent,
+                   aoi=args.aoi, progress=ProgressBar(), cancel=cancel)
+    return model
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    with ctrl_c_cancels() as cancel:
+        _predict(args, args.output, cancel)
+    print(f"Probability raster written to {args.output}.")
+    return 0
+
+
+def _cmd_extract(args: argparse.Namespace) -> int:
+    from ..extract import extract_footprints
+
+    options = options_from_args(args, ExtractOptions)
+    with ctrl_c_cancels() as cancel, tempfile.TemporaryDirectory() as tmp:
+        prob, threshold = args.raster, args.threshold
+        if args.model:
+            prob = args.prob or str(Path(tmp) / "probability.tif")
+            model = _predict(args, prob, cancel)
+            threshold = model.card.threshold if threshold is None else threshold
+        options = replace(options, threshold=0.5 if threshold is None else threshold)
+        res = extract_footprints(prob, args.output, options, existing=args.existing,
+                                 crs=args.crs, progress=ProgressBar(), cancel=cancel)
+    print(f"{res.footprints} footprints ({res.new} new) written to {res.path}.")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from ..metrics import evaluate
+
+    result = evaluate(args.prediction, args.truth, raster=args.raster, dropped=args.dropped,
+                      json_out=args.json_out, threshold=args.threshold, tile=args.tile)
+    print(json.dumps(result, indent=2))
+    return 0

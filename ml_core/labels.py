@@ -1,0 +1,204 @@
+"""Building polygons -> partial training mask on a raster's grid, and simulated missing labels.
+
+Mask values: 1 building, 0 background, 255 unknown (:data:`UNKNOWN`). Unknown covers masked or
+nodata imagery, an optional margin around footprints, and, when a complete-area layer is given,
+background outside it. Rejected proposals (``background``) are burned as 0 last, before imagery
+validity. The mask is written in row strips, so memory is bounded by raster width.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+from osgeo import gdal, ogr
+
+from . import raster as rio
+from .config import RasterizeOptions
+from .errors import InputError
+from .events import CancelToken, ProgressCallback, ProgressEvent, check_cancel, emit
+from .geometry import (
+    as_list,
+    burn,
+    check_overlap,
+    create_gpkg,
+    memory_layer,
+    open_layer,
+    read_polygons,
+    srs_of,
+)
+from .io_utils import atomic_output, check_writable
+
+gdal.UseExceptions()
+ogr.UseExceptions()
+
+UNKNOWN = 255
+PathLike = Union[str, os.PathLike]
+
+
+def max_filter(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Square max filter (dilation) of a 2-D array, separable and vectorised."""
+    if radius <= 0:
+        return mask
+    k = 2 * radius + 1
+    out = mask
+    for axis in (0, 1):
+        pad = [(0, 0), (0, 0)]
+        pad[axis] = (radius, radius)
+        padded = np.pad(out, pad)
+        out = np.lib.stride_tricks.sliding_window_view(padded, k, axis=axis).max(axis=-1)
+    return out
+
+
+def _polygon_layers(paths, ds: gdal.Dataset, what: str, progress) -> list:
+    """Read each vector into the raster CRS; returns [(datasource, layer, PolygonSet)]."""
+    out = []
+    for p in as_list(paths):
+        polys = read_polygons(p, ds.GetSpatialRef(), what=what, progress=progress)
+        out.append((*memory_layer(polys.geoms, polys.srs), polys))
+    return out
+
+
+def rasterize_labels(raster: rio.RasterLike, buildings, out_path: PathLike,
+                     options: Optional[RasterizeOptions] = None, complete_area=None,
+                     background=None, progress: Optional[ProgressCallback] = None,
+                     cancel: Optional[CancelToken] = None) -> Path:
+    """Write a uint8 label mask on ``raster``'s exact grid; see the module docstring.
+
+    ``buildings``: a path or list of paths (reprojected on the fly); ``complete_area``: polygons
+    where labels are complete; ``background``: polygons forced to 0 (rejected proposals).
+    """
+    options = options or RasterizeOptions()
+    ds = rio.open_raster(raster)
+    name = rio.raster_name(ds)
+    check_writable(out_path)
+    layers = _polygon_layers(buildings, ds, "buildings", progress)
+    check_overlap(ds, [p for *_, p in layers], name)
+    complete = _polygon_layers(complete_area, ds, "complete-area", progress)
+    rejected = _polygon_layers(background, ds, "background", progress)
+    bands = rio.default_bands(ds)
+    rule = rio.valid_mask_band(ds, bands)
+    W, H, m = ds.RasterXSize, ds.RasterYSize, max(0, options.unknown_margin)
+    rows = rio.strip_rows(W)
+    with atomic_output(out_path) as tmp:
+        out = rio.create_like(ds, tmp, 0, 0, W, H, gdal.GDT_Byte)
+        band = out.GetRasterBand(1)
+        for y0 in range(0, H, rows):
+            check_cancel(cancel)
+            h = min(rows, H - y0)
+            mask = np.zeros((h + 2 * m, W), np.uint8)
+            for _, layer, _ in layers:
+                mask |= burn(layer, ds, 0, y0 - m, W, h + 2 * m, all_touched=options.all_touched)
+            ring = (max_filter(mask, m) > 0) & (mask == 0)
+            mask[ring] = UNKNOWN
+            mask = mask[m:m + h]
+            if complete:
+                inside = np.zeros((h, W), bool)
+                for _, layer, _ in complete:
+                    inside |= burn(layer, ds, 0, y0, W, h) > 0
+                mask[(mask == 0) & ~inside] = UNKNOWN
+            for _, layer, _ in rejected:
+                mask[burn(layer, ds, 0, y0, W, h) > 0] = 0
+            mask[~rio.read_validity(ds, bands, 0, y0, W, h, rule=rule)] = UNKNOWN
+            band.WriteArray(mask, 0, y0)
+            emit(progress, ProgressEvent("rasterize", (y0 + h) / H, f"rows {y0 + h}/{H}"))
+        out.FlushCache()
+        out = band = None
+    return Path(out_path)
+
+
+def read_mask(path: PathLike) -> np.ndarray:
+    """Read a label mask written by :func:`rasterize_labels` as a uint8 array."""
+    try:
+        ds = gdal.Open(str(path))
+    except RuntimeError as exc:
+        raise InputError(f"Label mask {path} cannot be read ({exc}). Rasterise the labels again.") \
+            from exc
+    return ds.GetRasterBand(1).ReadAsArray().astype(np.uint8, copy=False)
+
+
+@dataclass
+class DropResult:
+    """Where the partial labels went and how many features were kept and dropped."""
+
+    path: Path
+    kept: int
+    dropped: int
+
+
+def _check_fraction(fraction: float) -> None:
+    if not 0.0 <= fraction <= 1.0:
+        raise InputError(f"Drop fraction {fraction} must be between 0 and 1.")
+
+
+def drop_buildings(buildings: PathLike, fraction: float, seed: int,
+                   out_path: PathLike) -> DropResult:
+    """Remove a seeded random ``fraction`` of whole features (the paper's simulation).
+
+    Writes a GeoPackage with layers ``buildings`` (kept) and ``dropped``, each with all source
+    fields plus ``src_fid``. The same seed on the same input gives the same result.
+    """
+    _check_fraction(fraction)
+    read_polygons(buildings, what="buildings")  # validates: exists, CRS, polygons, not empty
+    check_writable(out_path)
+    _src, layer = open_layer(buildings)
+    fids = np.array(sorted(f.GetFID() for f in layer))
+    n_drop = round(fraction * len(fids))
+    dropped = set(np.random.default_rng(seed).permutation(fids)[:n_drop].tolist())
+    with atomic_output(out_path) as tmp:
+        out = create_gpkg(tmp)
+        targets = {name: _copy_schema(out, layer, name) for name in ("buildings", "dropped")}
+        layer.ResetReading()
+        for feat in layer:
+            dst = targets["dropped" if feat.GetFID() in dropped else "buildings"]
+            new = ogr.Feature(dst.GetLayerDefn())
+            new.SetFrom(feat)
+            new.SetField("src_fid", feat.GetFID())
+            dst.CreateFeature(new)
+        out = targets = None
+    return DropResult(Path(out_path), len(fids) - n_drop, n_drop)
+
+
+def _copy_schema(out, layer, name: str):
+    dst = out.CreateLayer(name, srs=srs_of(layer), geom_type=layer.GetGeomType())
+    defn = layer.GetLayerDefn()
+    for i in range(defn.GetFieldCount()):
+        dst.CreateField(defn.GetFieldDefn(i))
+    dst.CreateField(ogr.FieldDefn("src_fid", ogr.OFTInteger64))
+    return dst
+
+
+def component_labels(binary: np.ndarray) -> tuple[np.ndarray, int]:
+    """8-connected component ids (1..n, 0 = background) of a boolean array, via GDAL."""
+    h, w = binary.shape
+    mem = gdal.GetDriverByName("MEM").Create("", w, h, 1, gdal.GDT_Byte)
+    mem.SetGeoTransform((0, 1, 0, 0, 0, 1))
+    band = mem.GetRasterBand(1)
+    band.WriteArray(binary.astype(np.uint8))
+    src = ogr.GetDriverByName("Memory").CreateDataSource("")
+    layer = src.CreateLayer("c", geom_type=ogr.wkbPolygon)
+    layer.CreateField(ogr.FieldDefn("val", ogr.OFTInteger))
+    gdal.Polygonize(band, band, layer, 0, ["8CONNECTED=8"])
+    geoms = [f.GetGeometryRef().Clone() for f in layer]
+    _, ids = memory_layer(geoms, None)
+    labels = burn(ids, mem, 0, 0, w, h, value=None, dtype=gdal.GDT_Int32)
+    return labels, len(geoms)
+
+
+def drop_mask_components(mask: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray,
+                                                                                   np.ndarray]:
+    """Set a seeded random ``fraction`` of 8-connected building components to background.
+
+    Returns (partial mask, boolean array of dropped pixels), for datasets that come as masks.
+    """
+    _check_fraction(fraction)
+    labels, n = component_labels(mask == 1)
+    chosen = np.random.default_rng(seed).permutation(n)[:round(fraction * n)] + 1
+    dropped = np.isin(labels, chosen)
+    partial = mask.copy()
+    partial[dropped] = 0
+    return partial, dropped
+

@@ -1,0 +1,30 @@
+"""Weighted sums of losses sharing one softmax."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from torch import Tensor, nn
+
+from .base import SegLoss
+from .functional import Prepared
+
+
+class CombinedLoss(SegLoss):
+    """``sum_k weight_k * term_k``: the terms share the prepared tensors (one log-softmax)."""
+
+    def __init__(self, terms: Mapping[str, tuple[float, SegLoss]], ignore_index: int = 255) -> None:
+        super().__init__(ignore_index)
+        self.terms = nn.ModuleDict({key: term for key, (_, term) in terms.items()})
+        self.weights = {key: weight for key, (weight, _) in terms.items()}
+
+    def compute(self, batch: Prepared) -> Tensor:
+        return sum(self.weights[key] * term.compute(batch) for key, term in self.terms.items())
+
+    @property
+    def waits_for_frequency(self) -> bool:
+        return any(term.waits_for_frequency for term in self.terms.values())
+
+    def set_class_frequency(self, frequency: Sequence[float]) -> None:
+        for term in self.terms.values():
+            term.set_class_frequency(frequency)

@@ -1,0 +1,220 @@
+"""Streaming tiled prediction: a raster (or part of it) -> a building-probability GeoTIFF.
+
+Tiles are read at the model's ground sampling distance (resampled on read when the raster's pixel
+size differs by more than 20 %), normalised with the model card's statistics, and the network's
+probability is resized back to the tile's raster window. Overlapping tiles are blended with
+:func:`ml_core.tiling.blend_weights` in a strip accumulator one tile high and one region wide;
+rows no later tile touches are written out at once, so memory is bounded by tile size x (batch +
+region width), never by raster height.
+
+Output: Float32 probability 0..1 on the raster's pixel grid, covering the requested region
+(whole raster, ``extent`` or ``aoi`` bounding box), tiled, DEFLATE, BigTIFF when needed;
+:data:`NODATA` (-1) where the imagery is invalid or outside the AOI polygons.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from osgeo import gdal, ogr
+
+from . import raster as rio
+from .config import PredictOptions
+from .device import select_device
+from .errors import InputError
+from .events import CancelToken, ProgressCallback, ProgressEvent, check_cancel, emit
+from .geometry import burn, memory_layer, pixel_window, read_polygons, srs_of, transform
+from .io_utils import atomic_output, check_writable
+from .modelfile import LoadedModel, check_bands, load_model
+from .tiling import Window, blend_weights, tile_windows
+
+gdal.UseExceptions()
+
+NODATA = -1.0
+GSD_TOLERANCE = 0.2  # no resampling when raster and model pixel sizes differ by less than this
+PathLike = Union[str, os.PathLike]
+
+
+def gsd_scale(ds: gdal.Dataset, gsd_m: float) -> float:
+    """Raster pixel size / model GSD, or exactly 1 when within :data:`GSD_TOLERANCE`."""
+    scale = rio.pixel_size_m(ds) / gsd_m
+    return 1.0 if abs(scale - 1) <= GSD_TOLERANCE else scale
+
+
+def network_probability(net: torch.nn.Module, x: torch.Tensor, tta: bool = False) -> torch.Tensor:
+    """Building probability ``[N, h, w]`` from logits ``[N, C, h, w]`` (softmax channel 1, or
+    sigmoid for one channel); ``tta`` averages over horizontal and vertical flips."""
+    def prob(t: torch.Tensor) -> torch.Tensor:
+        logits = net(t)
+        return (torch.softmax(logits, 1)[:, 1] if logits.shape[1] > 1
+                else torch.sigmoid(logits[:, 0]))
+
+    total = prob(x)
+    if not tta:
+        return total
+    for dims in ((3,), (2,), (2, 3)):
+        total = total + prob(x.flip(dims)).flip([d - 1 for d in dims])
+    return total / 4
+
+
+def parse_extent(ds: gdal.Dataset, extent: Sequence) -> tuple:
+    """``(xmin, ymin, xmax, ymax[, crs])`` -> (minx, maxx, miny, maxy) in the raster CRS."""
+    xmin, ymin, xmax, ymax = (float(v) for v in extent[:4])
+    ring = ogr.CreateGeometryFromWkt(
+        f"POLYGON(({xmin} {ymin},{xmax} {ymin},{xmax} {ymax},{xmin} {ymax},{xmin} {ymin}))")
+    if len(extent) > 4:
+        ct = transform(srs_of(str(extent[4])), srs_of(ds))
+        if ct is not None:
+            ring.Segmentize((xmax - xmin) / 16 or 1)
+            ring.Transform(ct)
+    return ring.GetEnvelope()
+
+
+def prediction_region(ds: gdal.Dataset, extent: Optional[Sequence] = None, aoi=None):
+    """The pixel window to predict and the AOI polygons (in the raster CRS) or None."""
+    env, polys = None, None
+    if aoi is not None:
+        polys = read_polygons(aoi, ds.GetSpatialRef(), what="area-of-interest")
+        env = polys.envelope()
+    if extent is not None:
+        e = parse_extent(ds, extent)
+        env = e if env is None else (max(env[0], e[0]), min(env[1], e[1]),
+                                     max(env[2], e[2]), min(env[3], e[3]))
+    region = Window(0, 0, ds.RasterXSize, ds.RasterYSize)
+    if env is not None:
+        region = Window(*pixel_window(ds, env))
+    if region.w == 0 or region.h == 0:
+        raise InputError(f"The requested extent/area of interest does not overlap raster "
+                         f"{rio.raster_name(ds)}. Choose an area inside the raster.")
+    return region, polys
+
+
+class StripBlender:
+    """Weighted accumulation of tile probabilities over a strip one tile high, written to ``band``
+    as soon as later tiles can no longer touch its top rows."""
+
+    def __init__(self, band: gdal.Band, ds: gdal.Dataset, region: Window, tile: int,
+                 weights: np.ndarray, aoi_layer=None) -> None:
+        self.band, self.ds, self.region, self.tile = band, ds, region, tile
+        self.weights, self.aoi = weights, aoi_layer
+        self.value = np.zeros((tile, region.w), np.float32)
+        self.weight = np.zeros((tile, region.w), np.float32)
+        self.valid = np.zeros((tile, region.w), bool)
+        self.y0 = region.y
+
+    def add(self, win: Window, prob: np.ndarray, valid: np.ndarray) -> None:
+        """Blend one tile (``prob``/``valid`` are ``[tile, tile]`` on the raster grid)."""
+        self.flush_until(win.y)
+        r = self.region
+        x0, x1 = max(win.x, r.x), min(win.x + win.w, r.x + r.w)
+        rows = min(win.h, r.y + r.h - win.y)
+        src = (slice(0, rows), slice(x0 - win.x, x1 - win.x))
+        dst = (slice(0, rows), slice(x0 - r.x, x1 - r.x))
+        w = self.weights[src]
+        self.value[dst] += prob[src] * w
+        self.weight[dst] += w
+        self.valid[dst] |= valid[src]
+
+    def flush_until(self, y: int) -> None:
+        """Write every row above raster row ``y`` (clipped to the region)."""
+        y = min(y, self.region.y + self.region.h)
+        while self.y0 < y:
+            n = min(y - self.y0, self.tile)
+            ok = self.valid[:n] & (self.weight[:n] > 0)
+            out = np.full((n, self.region.w), NODATA, np.float32)
+            np.divide(self.value[:n], self.weight[:n], out=out, where=ok)
+            if self.aoi is not None:
+                inside = burn(self.aoi, self.ds, self.region.x, self.y0, self.region.w, n)
+                out[inside == 0] = NODATA
+            self.band.WriteArray(out, 0, self.y0 - self.region.y)
+            for buf in (self.value, self.weight, self.valid):
+                buf[:-n] = buf[n:].copy()
+                buf[-n:] = 0
+            self.y0 += n
+
+    def finish(self) -> None:
+        self.flush_until(self.region.y + self.region.h)
+
+
+def _resolve_model(model, device: torch.device) -> LoadedModel:
+    loaded = model if isinstance(model, LoadedModel) else load_model(model, device)
+    loaded.net.to(device).eval()
+    return loaded
+
+
+def predict_raster(raster: rio.RasterLike, model: Union[LoadedModel, PathLike],
+                   out_path: PathLike, options: Optional[PredictOptions] = None,
+                   bands: Optional[Sequence[int]] = None, extent: Optional[Sequence] = None,
+                   aoi: Optional[PathLike] = None, progress: Optional[ProgressCallback] = None,
+                   cancel: Optional[CancelToken] = None) -> Path:
+    """Predict building probability over ``raster`` (or ``extent``/``aoi``) into ``out_path``.
+
+    ``bands`` overrides the card's band list (same length). See the module docstring.
+    """
+    options = options or PredictOptions()
+    ds = rio.open_raster(raster)
+    name = rio.raster_name(ds)
+    check_writable(out_path)
+    device = select_device(options.device)
+    loaded = _resolve_model(model, device)
+    card = loaded.card
+    check_bands(card, ds.RasterCount, name)
+    bands = rio.check_band_list(ds, bands or card.bands)
+    if len(bands) != len(card.bands):
+        raise InputError(f"The model takes {len(card.bands)} band(s) but {len(bands)} were "
+                         f"chosen for {name}. Choose exactly {len(card.bands)} bands.")
+    region, aoi_polys = prediction_region(ds, extent, aoi)
+    aoi_src = memory_layer(aoi_polys.geoms, aoi_polys.srs) if aoi_polys else (None, None)
+    scale = gsd_scale(ds, card.gsd_m)
+    multiple = getattr(loaded.net, "multiple", 1)
+    net_tile = math.ceil(options.tile_size / multiple) * multiple
+    tile = max(1, round(net_tile / scale))
+    overlap = min(round(options.overlap / scale), tile // 2)
+    windows = tile_windows(ds.RasterXSize, ds.RasterYSize, tile, overlap, region)
+    rule = rio.valid_mask_band(ds, bands)
+    mean = torch.tensor(card.mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(card.std, dtype=torch.float32).view(1, -1, 1, 1)
+    out_size = None if scale == 1 else (net_tile, net_tile)
+    with atomic_output(out_path) as tmp:
+        out = rio.create_like(ds, tmp, region.x, region.y, region.w, region.h,
+                              gdal.GDT_Float32, nodata=NODATA)
+        blender = StripBlender(out.GetRasterBand(1), ds, region, tile,
+                               blend_weights(tile, overlap), aoi_src[1])
+        for start in range(0, len(windows), options.batch_size):
+            check_cancel(cancel)
+            batch = []
+            for win in windows[start:start + options.batch_size]:
+                img, valid = rio.read_window(ds, bands, *win, out_size=out_size, rule=rule)
+                if valid.any():
+                    batch.append((win, img, valid))
+            if batch:
+                _predict_batch(loaded.net, batch, mean, std, device, tile, options.tta, blender)
+            done = min(start + options.batch_size, len(windows))
+            emit(progress, ProgressEvent("predict", done / len(windows),
+                                         f"tile {done}/{len(windows)}", device=str(device)))
+        blender.finish()
+        out.FlushCache()
+        out = blender = None
+    return Path(out_path)
+
+
+@torch.no_grad()
+def _predict_batch(net, batch, mean, std, device, tile, tta, blender: StripBlender) -> None:
+    imgs = torch.from_numpy(np.stack([b[1] for b in batch]))
+    valid = torch.from_numpy(np.stack([b[2] for b in batch]))[:, None]
+    x = torch.where(valid, (imgs - mean) / std, torch.zeros(()))
+    prob = network_probability(net, x.to(device), tta).float()[:, None]
+    if prob.shape[-1] != tile:
+        prob = F.interpolate(prob, size=(tile, tile), mode="bilinear", align_corners=False)
+        valid = F.interpolate(valid.float(), size=(tile, tile), mode="nearest") > 0
+    prob = prob[:, 0].cpu().numpy()
+    valid = valid[:, 0].numpy()
+    for (win, _, _), p, v in zip(batch, prob, valid):
+        blender.add(win, p, v)

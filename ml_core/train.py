@@ -1,0 +1,361 @@
+"""Fine-tuning: the training loop with validation on held-out blocks, checkpoints and resume.
+
+``finetune`` prepares one raster (rasterise labels, read at the model's GSD, split into
+training and held-out blocks) and calls ``fit``, which the base-model script also uses with
+several areas. Every epoch writes the last checkpoint (weights, card, and the optimiser and
+random state as safetensors + JSON, never pickle) and, when validation Dice improves, the best
+one with the probability threshold chosen on the held-out blocks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from . import raster as rio
+from .config import RasterizeOptions, TrainOptions
+from .dataset import (
+    UNKNOWN,
+    CropSampler,
+    Split,
+    class_frequency,
+    load_regions,
+    split_blocks,
+    val_crops,
+)
+from .device import amp_dtype, describe_device, select_device
+from .errors import InputError
+from .events import CancelToken, ProgressCallback, ProgressEvent, check_cancel, emit
+from .io_utils import check_writable
+from .labels import rasterize_labels
+from .losses import LOSSES, get_loss
+from .model import UNet
+from .modelfile import ModelCard, load_model, save_model
+
+PathLike = Union[str, os.PathLike]
+DEFAULT_BASE = Path(__file__).parent / "models" / "base_unet.safetensors"
+THRESHOLDS = tuple(np.round(np.arange(0.3, 0.71, 0.05), 2))
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced and why it stopped."""
+
+    model_path: Path
+    best_epoch: int
+    best_val_dice: Optional[float]
+    threshold: float
+    epochs_run: int
+    stopped: str  # "epochs", "early_stop" or "time"
+    seconds: float
+    device: str
+    history: list = field(default_factory=list)
+
+
+def last_path(out_model: PathLike) -> Path:
+    """The last-epoch checkpoint beside ``out_model`` (``NAME.last.safetensors``)."""
+    out = Path(out_model)
+    return out.with_name(out.stem + ".last.safetensors")
+
+
+def _state_paths(out_model: PathLike) -> tuple[Path, Path]:
+    last = last_path(out_model)
+    return (last.with_name(last.stem + ".state.safetensors"),
+            last.with_name(last.stem + ".state.json"))
+
+
+def make_optimizer(net: torch.nn.Module, options: TrainOptions) -> torch.optim.Optimizer:
+    """AdamW, or the paper's SGD (momentum 0.9, Nesterov); lr defaults depend on the choice."""
+    if options.optimizer == "sgd":
+        return torch.optim.SGD(net.parameters(), lr=options.lr or 0.002, momentum=0.9,
+                               nesterov=True, weight_decay=options.weight_decay)
+    if options.optimizer == "adamw":
+        return torch.optim.AdamW(net.parameters(), lr=options.lr or 3e-4,
+                                 weight_decay=options.weight_decay)
+    raise InputError(f"Unknown optimizer {options.optimizer!r}; choose adamw or sgd.")
+
+
+def save_state(out_model: PathLike, optimizer: torch.optim.Optimizer, scalars: dict) -> None:
+    """Optimiser tensors and the torch RNG state as safetensors; everything else as JSON."""
+    tensor_path, json_path = _state_paths(out_model)
+    sd = optimizer.state_dict()
+    tensors = {"rng.torch": torch.get_rng_state()}
+    for idx, st in sd["state"].items():
+        for key, val in st.items():
+            val = val if torch.is_tensor(val) else torch.tensor(val)
+            tensors[f"opt.{idx}.{key}"] = val.detach().cpu().contiguous()
+    data = {**scalars, "param_groups": sd["param_groups"]}
+    for path, write in ((tensor_path, lambda p: save_file(tensors, str(p))),
+                        (json_path, lambda p: p.write_text(json.dumps(data), encoding="utf-8"))):
+        tmp = path.with_name(path.name + ".part")
+        write(tmp)
+        os.replace(tmp, path)
+
+
+def load_state(out_model: PathLike, optimizer: torch.optim.Optimizer) -> dict:
+    """Restore what :func:`save_state` wrote into ``optimizer`` and torch's RNG; return scalars."""
+    tensor_path, json_path = _state_paths(out_model)
+    if not (tensor_path.exists() and json_path.exists()):
+        raise InputError(f"Cannot resume: {tensor_path.name} or {json_path.name} is missing beside "
+                         f"{out_model}. Train without --resume.")
+    tensors = load_file(str(tensor_path))
+    data = json.loads(json_path.read_text(encoding="utf-8"))
+    state: dict = {}
+    for name, val in tensors.items():
+        if name.startswith("opt."):
+            _, idx, key = name.split(".", 2)
+            state.setdefault(int(idx), {})[key] = val
+    groups = [{k: tuple(v) if k == "betas" else v for k, v in g.items()}  # JSON made it a list
+              for g in data.pop("param_groups")]
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+    torch.set_rng_state(tensors["rng.torch"])
+    return data
+
+
+def _dice_by_threshold(probs: np.ndarray, masks: np.ndarray) -> dict[float, float]:
+    """Dice of ``probs > t`` against labelled pixels of ``masks`` for each candidate threshold."""
+    known = masks != UNKNOWN
+    p, y = probs[known], masks[known] == 1
+    out = {}
+    for t in THRESHOLDS:
+        pred = p > t
+        tp = float(np.sum(pred & y))
+        denom = float(pred.sum() + y.sum())
+        out[float(t)] = 2 * tp / denom if denom else 1.0
+    return out
+
+
+@torch.no_grad()
+def predict_batches(net: torch.nn.Module, images: np.ndarray, device: torch.device,
+                    batch_size: int) -> np.ndarray:
+    """Building probability for images [N,C,H,W] (H, W multiples of the net's ``multiple``)."""
+    net.eval()
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = torch.from_numpy(images[i:i + batch_size]).to(device)
+        with torch.autocast(device.type, dtype=amp_dtype(device) or torch.float32,
+                            enabled=amp_dtype(device) is not None):
+            logits = net(x)
+        out.append(torch.softmax(logits.float(), 1)[:, 1].cpu().numpy())
+    return np.concatenate(out)
+
+
+def predict_region(net: UNet, image: np.ndarray, device: torch.device) -> np.ndarray:
+    """Building probability [H,W] of a whole in-memory image [C,H,W] in one padded pass."""
+    _, H, W = image.shape
+    padded = np.pad(image, ((0, 0), (0, -H % net.multiple), (0, -W % net.multiple)))
+    return predict_batches(net, padded[None], device, 1)[0, :H, :W]
+
+
+def ignore_confident(net: torch.nn.Module, split: Split, threshold: float,
+                     device: torch.device) -> int:
+    """Mark unknown the training background pixels the base model calls building with
+    probability above ``threshold`` (likely unmapped buildings); returns how many."""
+    changed = 0
+    for reg in split.train:
+        hit = (reg.mask == 0) & (predict_region(net, reg.image, device) > threshold)
+        reg.mask[hit] = UNKNOWN
+        changed += int(hit.sum())
+    return changed
+
+
+@dataclass
+class _Run:
+    """Mutable loop state that a checkpoint must restore."""
+
+    epoch: int = 0
+    best_epoch: int = 0
+    best_dice: Optional[float] = None
+    threshold: float = 0.5
+    bad_epochs: int = 0
+    elapsed: float = 0.0
+    batch_size: int = 4
+    history: list = field(default_factory=list)
+    np_rng: dict = field(default_factory=dict)
+
+
+def _train_step(net, optimizer, scaler, loss_fn, imgs, masks, device, amp) -> float:
+    x = torch.from_numpy(imgs).to(device)
+    y = torch.from_numpy(masks.astype(np.int64)).to(device)
+    if device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+    optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+        logits = net(x)
+    loss = loss_fn(logits.float(), y)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return float(loss.detach())
+
+
+def _validate(net: UNet, val: list, device: torch.device,
+              batch: int) -> tuple[float, Optional[float]]:
+    """(threshold, Dice) maximising Dice on the held-out crops; (0.5, None) without any."""
+    if not val:
+        return 0.5, None
+    probs = predict_batches(net, np.stack([v[0] for v in val]), device, batch)
+    scores = _dice_by_threshold(probs, np.stack([v[1] for v in val]))
+    return max(scores.items(), key=lambda kv: kv[1])
+
+
+def _progress(run: _Run, step: int, loss: float, elapsed: float, left: float,
+              options: TrainOptions, device: str) -> ProgressEvent:
+    """A per-step event; fraction and ETA follow whichever limit (epochs, minutes) comes first.
+
+    ``left``: seconds left of the time budget (infinite without one)."""
+    total = options.epochs * options.steps_per_epoch
+    done = run.epoch * options.steps_per_epoch + step
+    fraction, eta = done / total, elapsed / done * (total - done)
+    if left < eta:
+        fraction, eta = max(fraction, 1 - left / (options.minutes * 60)), max(left, 0.0)
+    return ProgressEvent("train", min(fraction, 1.0), f"epoch {run.epoch + 1}/{options.epochs}",
+                         epoch=run.epoch + 1, step=step, total_steps=options.steps_per_epoch,
+                         loss=loss, val_dice=run.best_dice, eta_s=eta, device=device)
+
+
+def fit(net: UNet, split: Split, card: ModelCard, out_model: PathLike,
+        options: Optional[TrainOptions] = None, progress: Optional[ProgressCallback] = None,
+        cancel: Optional[CancelToken] = None, resume: bool = False) -> TrainResult:
+    """Train ``net`` on ``split``; write best (``out_model``) and last checkpoints every epoch."""
+    options = options or TrainOptions()
+    out_model = check_writable(Path(out_model).with_suffix(".safetensors"))
+    device = select_device(options.device)
+    dev_name, amp = describe_device(device), amp_dtype(device)
+    torch.manual_seed(options.seed)
+    run = _Run(batch_size=options.batch_size)
+    rng = np.random.default_rng(options.seed)
+    net.to(device)
+    if device.type == "cuda":
+        net.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(net, options)
+    if resume:
+        net.load_state_dict(load_model(last_path(out_model), device).net.state_dict())
+        run = _Run(**load_state(out_model, optimizer))
+        rng.bit_generator.state = run.np_rng
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, options.lr_halve_every, 0.5,
+                                                last_epoch=run.epoch - 1 if resume else -1)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
+    if options.loss not in LOSSES:
+        raise InputError(f"Unknown loss {options.loss!r}; choose one of {', '.join(LOSSES)}.")
+    loss_fn = get_loss(options.loss)
+    loss_fn.set_class_frequency(class_frequency(split.train))
+    card = replace(card, loss=options.loss, loss_params=dict(LOSSES[options.loss]))
+    sampler = CropSampler(split.train, options.crop_size)
+    val = val_crops(split, options.crop_size)
+    stopped = "epochs"
+    start = time.monotonic() - run.elapsed
+    deadline = time.monotonic() + (options.minutes * 60 if options.minutes else float("inf"))
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(device.type == "cpu", warn_only=True)
+    try:
+        while run.epoch < options.epochs:
+            net.train()
+            losses: list[float] = []
+            while len(losses) < options.steps_per_epoch:
+                check_cancel(cancel)
+                if time.monotonic() > deadline:
+                    stopped = "time"
+                    break
+                imgs, masks = sampler.batch(run.batch_size, rng)
+                try:
+                    losses.append(_train_step(net, optimizer, scaler, loss_fn, imgs, masks,
+                                              device, amp))
+                except torch.cuda.OutOfMemoryError:
+                    if run.batch_size == 1:
+                        raise InputError("Out of GPU memory with a batch of 1; use a smaller "
+                                         "--crop-size or --device cpu.") from None
+                    run.batch_size //= 2
+                    torch.cuda.empty_cache()
+                    continue
+                emit(progress, _progress(run, len(losses), losses[-1], time.monotonic() - start,
+                                         deadline - time.monotonic(), options, dev_name))
+            if not losses:
+                break
+            run.epoch += 1
+            scheduler.step()
+            threshold, dice = _validate(net, val, device, run.batch_size)
+            loss = float(np.mean(losses))
+            run.history.append({"epoch": run.epoch, "loss": loss, "val_dice": dice,
+                                "threshold": threshold,
+                                "seconds": round(time.monotonic() - start, 1)})
+            card_now = replace(card, threshold=threshold, metrics={
+                "val_dice": dice, "epoch": run.epoch, "train_loss": loss})
+            if dice is None or run.best_dice is None or dice > run.best_dice:
+                run.best_dice, run.best_epoch, run.threshold = dice, run.epoch, threshold
+                run.bad_epochs = 0
+                save_model(out_model, net, card_now)
+            else:
+                run.bad_epochs += 1
+            run.elapsed, run.np_rng = time.monotonic() - start, rng.bit_generator.state
+            save_model(last_path(out_model), net, card_now)
+            save_state(out_model, optimizer, run.__dict__)
+            emit(progress, ProgressEvent(
+                "validate", min(run.epoch / options.epochs, 1.0),
+                f"epoch {run.epoch}: val Dice {'-' if dice is None else f'{dice:.3f}'}",
+                epoch=run.epoch, loss=loss, val_dice=dice, device=dev_name))
+            if stopped == "time":
+                break
+            if run.bad_epochs >= options.patience:
+                stopped = "early_stop"
+                break
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+    if run.epoch == 0:
+        raise InputError("Training stopped before the first epoch finished; allow more --minutes.")
+    return TrainResult(out_model, run.best_epoch, run.best_dice, run.threshold, run.epoch, stopped,
+                       round(time.monotonic() - start, 1), dev_name, run.history)
+
+
+def finetune(raster: PathLike, labels: Union[PathLike, Sequence[PathLike], None],
+             out_model: PathLike, options: Optional[TrainOptions] = None,
+             base: Optional[PathLike] = DEFAULT_BASE, bands: Optional[Sequence[int]] = None,
+             mask: Optional[PathLike] = None, progress: Optional[ProgressCallback] = None,
+             cancel: Optional[CancelToken] = None, resume: bool = False) -> TrainResult:
+    """Fine-tune (from ``base``, or from scratch when None) on ``raster`` and building
+    polygons ``labels`` (rasterised here) or a ready label ``mask`` (0/1/255, same grid)."""
+    options = options or TrainOptions()
+    ds = rio.open_raster(raster)
+    start = load_model(base) if base is not None else None
+    bands = list(bands or (start.card.bands if start else rio.default_bands(ds)))
+    if start is not None and len(bands) != len(start.card.bands):
+        raise InputError(f"The base model {base} expects {len(start.card.bands)} bands but "
+                         f"{len(bands)} were chosen. Choose {len(start.card.bands)} bands or "
+                         "train from scratch (no base model).")
+    rio.check_band_list(ds, bands)
+    gsd = options.gsd_m or (start.card.gsd_m if start else rio.pixel_size_m(ds))
+    mean, std = rio.band_statistics(ds, bands)
+    with tempfile.TemporaryDirectory(prefix="bfe_train_") as tmp:
+        if mask is None:
+            if labels is None:
+                raise InputError("Give building polygons or a label mask to fine-tune on.")
+            mask = rasterize_labels(raster, labels, Path(tmp) / "labels.tif", RasterizeOptions())
+        regions = load_regions(raster, mask, bands, gsd, mean, std)
+    if not regions:
+        raise InputError(f"No labelled pixel of {mask or labels} falls inside {raster}. "
+                         "Check that the buildings overlap the raster.")
+    split = split_blocks(regions, options.crop_size // 2, options.val_fraction, options.seed)
+    net = start.net if start else UNet(len(bands), 2, options.width, options.depth)
+    if start is not None and options.ignore_confident:
+        ignore_confident(net, split, options.ignore_confident, select_device(options.device))
+    given = [labels] if isinstance(labels, (str, os.PathLike)) else list(labels or [])
+    sources = [str(p) for p in [raster, *(given or [mask])]]
+    card = ModelCard(architecture=net.architecture(), bands=bands, mean=[float(v) for v in mean],
+                     std=[float(v) for v in std], gsd_m=float(gsd), tile_size=options.crop_size,
+                     loss=options.loss, training_data=sources,
+                     base_model=Path(base).name if base is not None else None)
+    return fit(net, split, card, out_model, options, progress, cancel, resume)
+
+
+__all__ = ["DEFAULT_BASE", "TrainResult", "finetune", "fit", "last_path",
+           "load_state", "make_optimizer", "save_state"]

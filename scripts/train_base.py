@@ -1,0 +1,121 @@
+"""Train the shipped base model on the shared real data, holding Kampala out for evaluation.
+
+Reproduce with (from the repository root, about 15 min on 2 CPU cores):
+    python scripts/train_base.py --data ../shared/data --minutes 12
+
+Areas: hotosm banepa, nairobi and zanzibar at z19 (0.3 m) and banepa_osm (0.13 m, resampled to
+0.3 m). Each area is normalised with its own band statistics, as fine-tuning does. Kampala
+(z19 at 0.3 m, and z20 at 0.15 m both resampled to 0.3 m and at its native pixel size) is
+scored afterwards with the Dice of the best checkpoint; the figures go into the model card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from ml_core import raster as rio  # noqa: E402
+from ml_core.config import TrainOptions  # noqa: E402
+from ml_core.dataset import UNKNOWN, Region, load_regions, split_blocks  # noqa: E402
+from ml_core.labels import rasterize_labels  # noqa: E402
+from ml_core.model import UNet  # noqa: E402
+from ml_core.modelfile import ModelCard, load_model, save_model  # noqa: E402
+from ml_core.train import fit, predict_region  # noqa: E402
+
+GSD = 0.3
+TRAIN_AREAS = (
+    ("hotosm/banepa/banepa_z19.tif", "hotosm/banepa/banepa_buildings.gpkg"),
+    ("hotosm/nairobi/nairobi_z19.tif", "hotosm/nairobi/nairobi_buildings.gpkg"),
+    ("hotosm/zanzibar/zanzibar_z19.tif", "hotosm/zanzibar/zanzibar_buildings.gpkg"),
+    ("banepa_osm/banepa_osm_z19_wgs84.tif", "banepa_osm/banepa_osm_buildings.gpkg"),
+)
+HELD_OUT = {  # name: (raster, buildings, gsd the network sees)
+    "kampala_z19_0.3m": ("hotosm/kampala/kampala_z19.tif",
+                         "hotosm/kampala/kampala_buildings.gpkg", 0.3),
+    "kampala_z20_resampled_0.3m": ("hotosm/kampala/kampala_z20.tif",
+                                   "hotosm/kampala/kampala_buildings.gpkg", 0.3),
+    "kampala_z20_native_0.15m": ("hotosm/kampala/kampala_z20.tif",
+                                 "hotosm/kampala/kampala_buildings.gpkg", 0.15),
+}
+
+
+def area_regions(data: Path, raster: str, buildings: str, gsd: float, tmp: Path,
+                 window_m: float = 300.0) -> tuple[list[Region], list, list]:
+    """Rasterise one area's buildings and read it at ``gsd`` with its own statistics."""
+    ds = rio.open_raster(data / raster)
+    bands = rio.default_bands(ds)
+    mean, std = rio.band_statistics(ds, bands)
+    mask = rasterize_labels(data / raster, data / buildings, tmp / (Path(raster).stem + ".tif"))
+    return load_regions(data / raster, mask, bands, gsd, mean, std, window_m), mean, std
+
+
+def dice(net: UNet, regions: list[Region], threshold: float) -> float:
+    """Pixel Dice of the network on labelled pixels of whole regions."""
+    tp = fp = fn = 0
+    for reg in regions:
+        pred = predict_region(net, reg.image, torch.device("cpu")) > threshold
+        known = reg.mask != UNKNOWN
+        y = reg.mask == 1
+        tp += int((pred & y & known).sum())
+        fp += int((pred & ~y & known).sum())
+        fn += int((~pred & y & known).sum())
+    return 2 * tp / max(2 * tp + fp + fn, 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--out", type=Path,
+                        default=REPO / "ml_core" / "models" / "base_unet.safetensors")
+    parser.add_argument("--minutes", type=float, default=12.0)
+    parser.add_argument("--loss", default="ce_dice")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.set_num_threads(max(torch.get_num_threads(), 1))
+    options = TrainOptions(loss=args.loss, epochs=1000, minutes=args.minutes, lr=args.lr,
+                           width=args.width, patience=1000, val_fraction=0.1, seed=args.seed,
+                           device="cpu", lr_halve_every=1000)
+    with tempfile.TemporaryDirectory(prefix="bfe_base_") as tmp:
+        regions, means, stds = [], [], []
+        for raster, buildings in TRAIN_AREAS:
+            regs, mean, std = area_regions(args.data, raster, buildings, GSD, Path(tmp))
+            regions += regs
+            means.append(mean)
+            stds.append(std)
+            print(f"{raster}: {len(regs)} windows, {sum((r.mask == 1).sum() for r in regs)} "
+                  "building pixels", flush=True)
+        split = split_blocks(regions, options.crop_size // 2, options.val_fraction, args.seed)
+        net = UNet(3, 2, options.width, options.depth)
+        card = ModelCard(architecture=net.architecture(), bands=[1, 2, 3],
+                         mean=np.mean(means, 0).tolist(), std=np.mean(stds, 0).tolist(),
+                         gsd_m=GSD, tile_size=options.crop_size, loss=args.loss,
+                         training_data=[r for r, _ in TRAIN_AREAS],
+                         command="python scripts/train_base.py " + shlex.join(sys.argv[1:]))
+        result = fit(net, split, card, args.out, options,
+                     progress=lambda e: e.stage == "validate" and print(e.message, flush=True))
+        best = load_model(result.model_path)
+        held = {}
+        for name, (raster, buildings, gsd) in HELD_OUT.items():
+            regs, _, _ = area_regions(args.data, raster, buildings, gsd, Path(tmp), 150.0)
+            held[name] = round(dice(best.net, regs, best.card.threshold), 4)
+            print(f"held-out {name}: Dice {held[name]}", flush=True)
+    metrics = {**best.card.metrics, "held_out_dice": held, "epochs": result.epochs_run,
+               "train_seconds": result.seconds, "device": result.device}
+    save_model(result.model_path, best.net, replace(best.card, metrics=metrics))
+    print(metrics)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""Device selection: auto order, explicit choices, descriptions."""
+
+import pytest
+import torch
+
+from ml_core.device import amp_dtype, describe_device, select_device
+from ml_core.errors import InputError
+
+
+def test_cpu_is_always_available_and_described():
+    dev = select_device("cpu")
+    assert dev.type == "cpu"
+    assert describe_device(dev) == f"CPU ({torch.get_num_threads()} threads)"
+    assert amp_dtype(dev) is None
+
+
+def test_auto_prefers_cuda_then_mps_then_cpu():
+    expected = "cuda" if torch.cuda.is_available() else (
+        "mps" if torch.backends.mps.is_available() else "cpu")
+    assert select_device("auto").type == expected
+    assert describe_device() == describe_device(select_device("auto"))
+
+
+def test_unknown_or_unavailable_device_is_a_clear_error():
+    with pytest.raises(InputError, match="Unknown device"):
+        select_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="no CUDA GPU"):
+            select_device("cuda")

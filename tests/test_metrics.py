@@ -1,0 +1,56 @@
+"""metrics.py: pixel Dice/IoU, per-tile means, object recall/precision, dropped recall, evaluate."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import pixel_box
+
+from ml_core.errors import InputError
+from ml_core.metrics import evaluate, object_metrics, pixel_metrics, tile_counts, tile_mean
+
+
+def test_pixel_metrics_formulas():
+    pred = np.zeros((4, 4), bool)
+    truth = np.zeros((4, 4), bool)
+    pred[0, :3] = True
+    truth[0, 1:] = True
+    m = pixel_metrics(pred, truth)
+    assert (m["tp"], m["fp"], m["fn"]) == (2, 1, 1)
+    assert m["dice"] == pytest.approx(4 / 6) and m["iou"] == pytest.approx(2 / 4)
+    valid = np.ones((4, 4), bool)
+    valid[0, 0] = False
+    assert pixel_metrics(pred, truth, valid)["fp"] == 0
+    counts = tile_counts(pred, truth, np.ones((4, 4), bool), 2)
+    assert counts.tolist() == [[1, 1, 0], [1, 0, 1], [0, 0, 0], [0, 0, 0]]
+    assert tile_mean(counts)["dice_tile_mean"] == pytest.approx(2 / 3)
+
+
+def test_object_metrics_and_dropped(make_vector):
+    truth = make_vector("t.gpkg", [pixel_box(0, 0, 10, 10), pixel_box(20, 0, 30, 10),
+                                   pixel_box(40, 0, 50, 10)])
+    dropped = make_vector("d.gpkg", [pixel_box(40, 0, 50, 10)], layer="dropped")
+    pred = make_vector("p.gpkg", [pixel_box(0, 0, 10, 6),  # covers 60 %: found
+                                  pixel_box(20, 0, 30, 3),  # 30 %: not found, still overlaps
+                                  pixel_box(60, 0, 70, 10)], layer="footprints")  # false positive
+    m = object_metrics(pred, truth, dropped)
+    assert m["recall"] == pytest.approx(1 / 3) and m["precision"] == pytest.approx(2 / 3)
+    assert m["dropped_recall"] == 0.0 and (m["n_truth"], m["n_pred"]) == (3, 3)
+
+
+def test_evaluate_mask_raster_and_vector(make_raster, make_vector, tmp_path):
+    mask = np.zeros((1, 40, 40), np.uint8)
+    mask[0, 0:10, 0:10] = 1
+    mask[0, 30:40, 30:40] = 255  # unknown pixels are ignored
+    pred_tif = make_raster("m.tif", width=40, height=40, data=mask)
+    truth = make_vector("t.gpkg", [pixel_box(0, 0, 10, 10), pixel_box(30, 30, 40, 40)])
+    out = evaluate(pred_tif, truth, json_out=tmp_path / "e.json", tile=20)
+    assert out["pixel"]["dice"] == 1.0 and out["object"]["recall"] == pytest.approx(0.5)
+    assert json.loads((tmp_path / "e.json").read_text())["pixel"]["tp"] == 100
+    pred_vec = make_vector("p.gpkg", [pixel_box(0, 0, 10, 5)], layer="footprints")
+    out = evaluate(pred_vec, truth, raster=make_raster("r.tif", width=40, height=40))
+    assert out["pixel"]["tp"] == 50 and out["pixel"]["fn"] == 150
+    with pytest.raises(InputError, match="not found"):
+        evaluate(tmp_path / "missing.gpkg", truth)

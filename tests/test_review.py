@@ -1,0 +1,185 @@
+"""review.py and uncertainty.py: next-round labels, round log, simulated reviewer, hints."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ORIGIN_3857, pixel_box
+from osgeo import gdal, ogr, osr
+
+from ml_core import review
+from ml_core.config import TrainOptions
+from ml_core.errors import InputError
+from ml_core.labels import UNKNOWN, read_mask
+
+TINY = TrainOptions(loss="ce", epochs=1, steps_per_epoch=2, batch_size=2, crop_size=32, width=4,
+                    depth=2, device="cpu")
+
+
+def write_proposals(path: Path, rows: list, layer: str = "new_buildings") -> Path:
+    """A new-buildings GeoPackage (EPSG:3857) from (wkt, score, status) rows."""
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(3857)
+    src = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    lyr = src.CreateLayer(layer, srs=srs, geom_type=ogr.wkbMultiPolygon)
+    lyr.CreateField(ogr.FieldDefn("score", ogr.OFTReal))
+    lyr.CreateField(ogr.FieldDefn("status", ogr.OFTString))
+    for wkt, score, status in rows:
+        feat = ogr.Feature(lyr.GetLayerDefn())
+        feat.SetGeometry(ogr.ForceToMultiPolygon(ogr.CreateGeometryFromWkt(wkt)))
+        feat.SetField("score", score)
+        feat.SetField("status", status)
+        lyr.CreateFeature(feat)
+    src = None
+    return path
+
+
+def statuses(path: Path) -> list:
+    src = ogr.Open(str(path))
+    return [f.GetField("status") for f in src.GetLayerByName("new_buildings")]
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def reviewed(make_raster, make_vector, tmp_path):
+    """Raster 64 px; OSM building A; proposals B accepted, C rejected, D proposed."""
+    raster = make_raster()
+    osm = make_vector("osm.gpkg", [pixel_box(2, 2, 12, 12)])
+    props = write_proposals(tmp_path / "props.gpkg", [
+        (pixel_box(20, 2, 30, 12), 0.9, review.ACCEPTED),
+        (pixel_box(8, 20, 20, 30), 0.6, review.REJECTED),
+        (pixel_box(40, 40, 50, 50), 0.7, review.PROPOSED),
+    ])
+    return raster, osm, props
+
+
+def test_round_labels_burn_accepted_rejected_and_complete(reviewed, make_vector, tmp_path):
+    raster, osm, props = reviewed
+    complete = make_vector("complete.gpkg", [pixel_box(0, 0, 32, 64)])
+    labels = review.round_labels(raster, osm, props, tmp_path / "round.tif", complete)
+    mask = read_mask(labels.mask)
+    assert labels.counts == review.ReviewCounts(proposed=1, accepted=1, rejected=1)
+    assert labels.complete_areas == 1
+    assert (mask[2:12, 2:12] == 1).all()  # OSM building
+    assert (mask[2:12, 20:30] == 1).all()  # accepted proposal
+    assert (mask[20:30, 8:20] == 0).all()  # rejected proposal
+    assert (mask[40:50, 40:50] == UNKNOWN).all()  # proposed, outside the complete area
+    assert mask[35, 10] == 0 and mask[35, 50] == UNKNOWN  # background in / out of complete area
+    assert (tmp_path / "round.accepted.gpkg").exists()
+
+
+def test_rejection_never_erases_a_mapped_building(reviewed, tmp_path):
+    raster, osm, _ = reviewed
+    props = write_proposals(tmp_path / "p.gpkg", [(pixel_box(8, 8, 20, 30), 0.5, "rejected")])
+    before = digest(props)
+    mask = read_mask(review.round_labels(raster, osm, props, tmp_path / "m.tif").mask)
+    assert (mask[2:12, 2:12] == 1).all()  # the corner of A under the rejection stays 1
+    assert (mask[12:30, 8:20] == 0).all()
+    assert digest(props) == before  # inputs are never modified
+
+
+def test_missing_status_field_is_an_input_error(make_raster, make_vector, tmp_path):
+    plain = make_vector("plain.gpkg", [pixel_box(1, 1, 5, 5)])
+    with pytest.raises(InputError, match="status"):
+        review.round_labels(make_raster(), plain, plain, tmp_path / "m.tif")
+
+
+def test_review_order():
+    scores = np.array([0.55, 0.95, 0.2, 0.48, 0.75])
+    assert review.review_order(scores, "score").tolist() == [1, 4, 0, 3, 2]
+    assert review.review_order(scores, "uncertainty").tolist() == [3, 0, 4, 2, 1]
+    with pytest.raises(InputError):
+        review.review_order(scores, "random")
+
+
+def test_simulate_review_accepts_true_and_rejects_false(make_vector, tmp_path):
+    truth = make_vector("truth.gpkg", [pixel_box(0, 0, 10, 10), pixel_box(20, 0, 30, 10),
+                                       pixel_box(40, 0, 50, 10)])
+    rows = [(pixel_box(1, 1, 9, 9), 0.9, "proposed"),        # true
+            (pixel_box(0, 30, 10, 40), 0.85, "proposed"),    # false
+            (pixel_box(21, 1, 29, 9), 0.6, "proposed"),      # true
+            (pixel_box(35, 0, 45, 10), 0.52, "proposed"),    # half on truth: accepted
+            (pixel_box(0, 50, 10, 60), 0.3, "proposed")]     # false, never reviewed (n=4)
+    props = write_proposals(tmp_path / "props.gpkg", rows)
+    before = digest(props)
+    out = tmp_path / "reviewed.gpkg"
+    counts = review.simulate_review(props, truth, out, n=4)
+    assert counts == review.ReviewCounts(proposed=1, accepted=3, rejected=1)
+    assert statuses(out) == ["accepted", "rejected", "accepted", "accepted", "proposed"]
+    assert digest(props) == before
+    review.simulate_review(props, truth, out, n=2, order="uncertainty")
+    assert statuses(out) == ["proposed", "proposed", "accepted", "accepted", "proposed"]
+
+
+def test_set_statuses_rejects_unknown_values(tmp_path):
+    props = write_proposals(tmp_path / "p.gpkg", [(pixel_box(1, 1, 5, 5), 0.9, "proposed")])
+    review.set_statuses(props, {1: "accepted"})
+    assert statuses(props) == ["accepted"]
+    with pytest.raises(InputError, match="maybe"):
+        review.set_statuses(props, {1: "maybe"})
+
+
+def test_round_log_numbers_rounds(tmp_path):
+    model = tmp_path / "m.safetensors"
+    assert review.read_round_log(model) == []
+    review.log_round(model, {"labels_added": 2})
+    entry = review.log_round(model, {"labels_added": 5})
+    assert entry["round"] == 2
+    assert [e["labels_added"] for e in review.read_round_log(model)] == [2, 5]
+
+
+def test_run_round_starts_from_the_current_model_and_logs(reviewed, tmp_path):
+    from ml_core.train import finetune
+
+    raster, osm, props = reviewed
+    first = finetune(raster, osm, tmp_path / "r0.safetensors", TINY, base=None)
+    result = review.run_round(raster, osm, props, first.model_path, tmp_path / "r1", TINY)
+    assert result.train.model_path == tmp_path / "r1.safetensors"
+    assert result.train.model_path.exists()
+    mask = read_mask(result.labels.mask)
+    assert (mask[2:12, 20:30] == 1).all() and (mask[20:30, 8:20] == 0).all()
+    log = review.read_round_log(result.train.model_path)
+    assert log == [result.log_entry]
+    assert log[0]["labels_added"] == 1 and log[0]["labels_rejected"] == 1
+    assert log[0]["base"] == str(first.model_path)
+    assert "val_dice" in log[0]
+
+
+def write_probability(path: Path, prob: np.ndarray) -> Path:
+    h, w = prob.shape
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), w, h, 1, gdal.GDT_Float32)
+    ds.SetGeoTransform((ORIGIN_3857[0], 1, 0, ORIGIN_3857[1], 0, -1))
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(3857)
+    ds.SetSpatialRef(srs)
+    ds.GetRasterBand(1).WriteArray(prob)
+    ds = None
+    return path
+
+
+def test_uncertainty_hints_on_a_synthetic_probability(make_vector, tmp_path):
+    from ml_core.uncertainty import hints
+
+    prob = np.full((64, 64), 0.02, np.float32)
+    prob[2:12, 2:12] = 0.95     # OSM building the model agrees with
+    prob[20:30, 2:12] = 0.05    # OSM building the model scores low
+    prob[40:50, 40:52] = 0.5    # unsure region, 120 px
+    prob[2:4, 60:62] = 0.5      # unsure, but too small
+    prob[2:12, 40:50] = 0.9     # confident building OSM lacks
+    prob = write_probability(tmp_path / "prob.tif", prob)
+    osm = make_vector("osm.gpkg", [pixel_box(2, 2, 12, 12), pixel_box(2, 20, 12, 30)])
+    props = write_proposals(tmp_path / "new.gpkg", [(pixel_box(40, 2, 50, 12), 0.9, "proposed"),
+                                                    (pixel_box(40, 40, 52, 50), 0.5, "proposed")])
+    out = hints(prob, osm, tmp_path / "hints.gpkg", new_buildings=props, min_area=10.0)
+    src = ogr.Open(str(out))
+    layer = src.GetLayer(0)
+    found = sorted((f.GetField("reason"), round(f.GetField("score"), 2),
+                    round(f.GetGeometryRef().GetArea())) for f in layer)
+    assert found == [("missing_in_osm", 0.9, 100), ("osm_low_score", 0.05, 100),
+                     ("unsure", 0.5, 120)]

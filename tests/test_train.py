@@ -1,0 +1,157 @@
+"""Fine-tuning loop on a tiny real crop: learning, checkpoints, resume, cancel, determinism."""
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ml_core import raster as rio
+from ml_core.config import TrainOptions
+from ml_core.dataset import CropSampler, load_regions, split_blocks
+from ml_core.errors import Cancelled, InputError
+from ml_core.events import CancelToken
+from ml_core.labels import rasterize_labels
+from ml_core.model import UNet
+from ml_core.modelfile import ModelCard, load_model, save_model
+from ml_core.train import finetune, fit, last_path, load_state, make_optimizer, save_state
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "data" / "sample" / "banepa_sample.tif"
+SAMPLE_BUILDINGS = REPO / "data" / "sample" / "banepa_sample_buildings.gpkg"
+TINY = TrainOptions(loss="ce", epochs=1, steps_per_epoch=4, batch_size=2, crop_size=64, width=4,
+                    depth=2, lr=0.01, gsd_m=0.8, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def sample_mask(tmp_path_factory) -> Path:
+    return rasterize_labels(SAMPLE, SAMPLE_BUILDINGS, tmp_path_factory.mktemp("mask") / "m.tif")
+
+
+@pytest.fixture(scope="module")
+def tiny(sample_mask):
+    """The shipped sample at 0.8 m (about 250 x 250 px) with its card."""
+    ds = rio.open_raster(SAMPLE)
+    mean, std = rio.band_statistics(ds, [1, 2, 3])
+    regions = load_regions(SAMPLE, sample_mask, [1, 2, 3], TINY.gsd_m, mean, std)
+    net = UNet(3, 2, TINY.width, TINY.depth)
+    card = ModelCard(architecture=net.architecture(), bands=[1, 2, 3], mean=mean, std=std,
+                     gsd_m=TINY.gsd_m, loss=TINY.loss)
+    return regions, card
+
+
+def _fit(tiny, out, options=TINY, **kwargs):
+    regions, card = tiny
+    torch.manual_seed(options.seed)
+    net = UNet(3, 2, options.width, options.depth)
+    split = split_blocks(regions, options.crop_size // 2, options.val_fraction, options.seed)
+    return fit(net, split, card, out, options, **kwargs), split
+
+
+def _weights(path) -> dict:
+    return load_model(path).net.state_dict()
+
+
+def test_one_epoch_lowers_the_loss(tiny, tmp_path):
+    regions, _ = tiny
+    batch = CropSampler(regions, 64).batch(8, np.random.default_rng(1))
+    x, y = torch.from_numpy(batch[0]), torch.from_numpy(batch[1].astype(np.int64))
+
+    def loss_of(net):
+        net.eval()
+        with torch.no_grad():
+            return float(torch.nn.functional.cross_entropy(net(x), y, ignore_index=255))
+
+    torch.manual_seed(0)
+    before = loss_of(UNet(3, 2, TINY.width, TINY.depth))
+    result, _ = _fit(tiny, tmp_path / "m.safetensors", replace(TINY, steps_per_epoch=12))
+    assert loss_of(load_model(last_path(result.model_path)).net) < before
+
+
+def test_checkpoints_card_and_resume_continue_exactly(tiny, tmp_path):
+    two = replace(TINY, epochs=2)
+    straight, _ = _fit(tiny, tmp_path / "a.safetensors", two)
+    first, _ = _fit(tiny, tmp_path / "b.safetensors")
+    for path in (first.model_path, last_path(first.model_path)):
+        assert path.exists() and path.with_suffix(".json").exists()
+    state = json.loads(last_path(first.model_path).with_name("b.last.state.json").read_text())
+    assert state["epoch"] == 1
+    resumed, _ = _fit(tiny, tmp_path / "b.safetensors", two, resume=True)
+    assert resumed.epochs_run == 2 and len(resumed.history) == 2
+    a, b = _weights(last_path(straight.model_path)), _weights(last_path(resumed.model_path))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    card = load_model(resumed.model_path).card
+    assert 0.3 <= card.threshold <= 0.7 and card.gsd_m == TINY.gsd_m
+    assert card.metrics["epoch"] == resumed.best_epoch
+
+
+def test_same_seed_same_weights(tiny, tmp_path):
+    r1, _ = _fit(tiny, tmp_path / "1.safetensors")
+    r2, _ = _fit(tiny, tmp_path / "2.safetensors")
+    a, b = _weights(r1.model_path), _weights(r2.model_path)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cancel_stops_quickly_and_keeps_the_best_checkpoint(tiny, tmp_path):
+    token = CancelToken()
+    events = []
+
+    def progress(ev):
+        events.append(ev)
+        if ev.stage == "validate":
+            token.cancel()
+            events.append(time.monotonic())
+
+    with pytest.raises(Cancelled):
+        _fit(tiny, tmp_path / "c.safetensors", replace(TINY, epochs=5), progress=progress,
+             cancel=token)
+    assert time.monotonic() - events[-1] < 2.0
+    assert load_model(tmp_path / "c.safetensors").card.metrics["epoch"] == 1
+    devices = {e.device for e in events if hasattr(e, "device")}
+    assert devices == {f"CPU ({torch.get_num_threads()} threads)"}
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_optimizer_state_round_trips_without_pickle(tmp_path, optimizer):
+    net = UNet(3, 2, 4, 2)
+    opt = make_optimizer(net, replace(TINY, optimizer=optimizer))
+    net(torch.randn(1, 3, 16, 16)).sum().backward()
+    opt.step()
+    save_state(tmp_path / "m.safetensors", opt, {"epoch": 3})
+    opt2 = make_optimizer(net, replace(TINY, optimizer=optimizer))
+    assert load_state(tmp_path / "m.safetensors", opt2) == {"epoch": 3}
+    s1, s2 = opt.state_dict(), opt2.state_dict()
+    assert s1["param_groups"] == s2["param_groups"]
+    for idx, st in s1["state"].items():
+        assert all(torch.equal(torch.as_tensor(v), torch.as_tensor(s2["state"][idx][k]))
+                   for k, v in st.items())
+
+
+def test_finetune_from_a_base_model_writes_a_complete_card(tmp_path, sample_mask):
+    net = UNet(3, 2, TINY.width, TINY.depth)
+    base = save_model(tmp_path / "base.safetensors", net, ModelCard(
+        architecture=net.architecture(), bands=[1, 2, 3], mean=[0, 0, 0], std=[1, 1, 1],
+        gsd_m=0.8))
+    result = finetune(SAMPLE, SAMPLE_BUILDINGS, tmp_path / "ft.safetensors",
+                      replace(TINY, gsd_m=None, ignore_confident=0.9), base=base)
+    card = load_model(result.model_path).card
+    assert card.gsd_m == 0.8 and card.base_model == "base.safetensors"
+    assert card.mean != [0, 0, 0] and card.bands == [1, 2, 3]
+    assert str(SAMPLE) in card.training_data and card.metrics["val_dice"] is not None
+
+
+def test_base_model_band_mismatch_is_a_clear_error(tmp_path):
+    net = UNet(3, 2, 4, 2)
+    base = save_model(tmp_path / "base.safetensors", net, ModelCard(
+        architecture=net.architecture(), bands=[1, 2, 3], mean=[0, 0, 0], std=[1, 1, 1],
+        gsd_m=0.8))
+    with pytest.raises(InputError, match="expects 3 bands"):
+        finetune(SAMPLE, SAMPLE_BUILDINGS, tmp_path / "x.safetensors", TINY, base=base, bands=[1])
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tiny, tmp_path):
+    with pytest.raises(InputError):
+        _fit(tiny, tmp_path / "none.safetensors", resume=True)
