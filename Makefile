@@ -48,7 +48,7 @@ test: setup | $(RUN_DIR)
 	$(ISOLATE) $(PY) -m pytest -q tests
 
 demo: setup | $(RUN_DIR)
-	$(ISOLATE) $(PY) -m ml_core run --demo -o out/demo
+	$(ISOLATE) $(PY) -m ml_core demo -o out/demo
 
 package: setup
 	$(PY) scripts/package_plugin.py

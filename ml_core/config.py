@@ -17,9 +17,11 @@ def _opt(default: Any, help: str, **extra: Any) -> Any:
 
 @dataclass
 class RasterizeOptions:
-    """How building polygons become a partial training mask (1 building, 0 background, 255 unknown)."""
+    """How polygons become a partial training mask (1 building, 0 background, 255 unknown)."""
 
-    unknown_margin: int = _opt(0, "Pixels around each footprint marked unknown (absorbs misalignment).")
+    unknown_margin: int = _opt(
+        0, "Pixels around each footprint marked unknown (absorbs misalignment)."
+    )
     all_touched: bool = _opt(False, "Burn every pixel a footprint touches, not only pixel centres.")
 
 
@@ -34,7 +36,7 @@ class TrainOptions:
     batch_size: int = _opt(4, "Crops per batch (halved automatically on CUDA out-of-memory).")
     crop_size: int = _opt(256, "Training crop size in pixels.")
     optimizer: str = _opt("adamw", "Optimiser.", choices=("adamw", "sgd"))
-    lr: Optional[float] = _opt(None, "Learning rate; default 3e-4 for AdamW, 0.002 for SGD (paper).")
+    lr: Optional[float] = _opt(None, "Learning rate; default 3e-4 (AdamW), 0.002 (SGD, paper).")
     weight_decay: float = _opt(1e-4, "Weight decay.")
     lr_halve_every: int = _opt(30, "Halve the learning rate every N epochs (paper: 30).")
     patience: int = _opt(8, "Stop when validation Dice has not improved for N epochs.")
@@ -68,7 +70,9 @@ class ExtractOptions:
     min_area: float = _opt(4.0, "Drop polygons smaller than this many square metres.")
     simplify: float = _opt(1.0, "Simplification tolerance in pixels of ground distance.")
     regularize: bool = _opt(False, "Square corners where the area stays within ±30 %.")
-    existing_overlap: float = _opt(0.3, "A footprint overlapping existing buildings by more than this share is not new.")
+    existing_overlap: float = _opt(
+        0.3, "A footprint overlapping existing buildings by more than this share is not new."
+    )
 
 
 def option_help(options_cls: type) -> dict[str, str]:

@@ -35,12 +35,15 @@ class UNet(nn.Module):
         chans = [width * 2**i for i in range(depth + 1)]
         self.stem = _DoubleConv(in_channels, chans[0])
         self.down = nn.ModuleList(
-            nn.Sequential(nn.MaxPool2d(2), _DoubleConv(chans[i], chans[i + 1])) for i in range(depth)
+            nn.Sequential(nn.MaxPool2d(2), _DoubleConv(chans[i], chans[i + 1]))
+            for i in range(depth)
         )
         self.up = nn.ModuleList(
             nn.ConvTranspose2d(chans[i + 1], chans[i], 2, stride=2) for i in reversed(range(depth))
         )
-        self.fuse = nn.ModuleList(_DoubleConv(2 * chans[i], chans[i]) for i in reversed(range(depth)))
+        self.fuse = nn.ModuleList(
+            _DoubleConv(2 * chans[i], chans[i]) for i in reversed(range(depth))
+        )
         self.head = nn.Conv2d(chans[0], num_classes, 1)
 
     @property

@@ -40,7 +40,9 @@ class ModelCard:
     threshold: float = 0.5  # probability threshold chosen on held-out blocks
     training_data: list = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
-    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    created: str = field(
+        default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds")
+    )
     base_model: Optional[str] = None
     command: Optional[str] = None
     version: int = CARD_VERSION
@@ -61,8 +63,10 @@ class ModelCard:
         if n == 0 or len(card.mean) != n or len(card.std) != n:
             raise InputError(f"{source}: bands, mean and std must have the same non-zero length.")
         if card.architecture.get("in_channels", n) != n:
-            raise InputError(f"{source}: architecture expects {card.architecture['in_channels']} "
-                             f"input bands but the card lists {n}.")
+            raise InputError(
+                f"{source}: architecture expects {card.architecture['in_channels']} "
+                f"input bands but the card lists {n}."
+            )
         if any(s <= 0 for s in card.std):
             raise InputError(f"{source}: normalisation std must be positive.")
         if card.gsd_m <= 0:
@@ -88,7 +92,11 @@ def build_network(architecture: dict) -> UNet:
     """Instantiate the network described by a card's ``architecture``."""
     if architecture.get("name", "unet") != "unet":
         raise InputError(f"Unknown architecture {architecture.get('name')!r}; bfe knows 'unet'.")
-    kwargs = {k: architecture[k] for k in ("in_channels", "num_classes", "width", "depth") if k in architecture}
+    kwargs = {
+        k: architecture[k]
+        for k in ("in_channels", "num_classes", "width", "depth")
+        if k in architecture
+    }
     return UNet(**kwargs)
 
 
@@ -102,13 +110,16 @@ def save_model(path: PathLike, net: UNet, card: ModelCard) -> Path:
         tmp_w = path.with_name(path.name + ".part")
         tmp_c = card_path(path).with_name(card_path(path).name + ".part")
         state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-        save_file(state, str(tmp_w), metadata={"format": "pt", "bfe_card_version": str(CARD_VERSION)})
+        save_file(
+            state, str(tmp_w), metadata={"format": "pt", "bfe_card_version": str(CARD_VERSION)}
+        )
         tmp_c.write_text(card.to_json(), encoding="utf-8")
         os.replace(tmp_w, path)
         os.replace(tmp_c, card_path(path))
     except OSError as exc:
-        raise OutputError(f"Cannot write model {path}: {exc.strerror or exc}. "
-                          "Choose a writable folder.") from exc
+        raise OutputError(
+            f"Cannot write model {path}: {exc.strerror or exc}. Choose a writable folder."
+        ) from exc
     return path
 
 
@@ -116,12 +127,16 @@ def read_card(path: PathLike) -> ModelCard:
     """Read and validate the card of model ``path`` (weights or card path)."""
     cpath = card_path(path)
     if not cpath.exists():
-        raise InputError(f"Model card {cpath} not found. A bfe model is a .safetensors file with "
-                         "a .json card of the same name beside it.")
+        raise InputError(
+            f"Model card {cpath} not found. A bfe model is a .safetensors file with "
+            "a .json card of the same name beside it."
+        )
     try:
         data = json.loads(cpath.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"Model card {cpath} is not valid JSON ({exc}). Re-export the model.") from exc
+        raise InputError(
+            f"Model card {cpath} is not valid JSON ({exc}). Re-export the model."
+        ) from exc
     if not isinstance(data, dict):
         raise InputError(f"Model card {cpath} is not a JSON object. Re-export the model.")
     return ModelCard.from_dict(data, source=f"Model card {cpath}")
@@ -139,13 +154,17 @@ def load_model(path: PathLike, device: Union[str, torch.device] = "cpu") -> Load
     try:
         state = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
-        raise InputError(f"Model file {path} is corrupt or not a safetensors file ({exc}). "
-                         "Re-download or re-train the model.") from exc
+        raise InputError(
+            f"Model file {path} is corrupt or not a safetensors file ({exc}). "
+            "Re-download or re-train the model."
+        ) from exc
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise InputError(f"Model file {path} does not match its card's architecture "
-                         f"{card.architecture}. Re-export the model.") from exc
+        raise InputError(
+            f"Model file {path} does not match its card's architecture "
+            f"{card.architecture}. Re-export the model."
+        ) from exc
     net.to(device).eval()
     return LoadedModel(net=net, card=card, path=str(path))
 

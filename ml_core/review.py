@@ -29,8 +29,10 @@ from .geometry import (
     create_gpkg,
     open_layer,
     polygon_part,
+    raster_bounds,
     read_polygons,
     srs_of,
+    transform,
 )
 from .io_utils import atomic_output, check_writable
 from .labels import rasterize_labels
@@ -132,15 +134,40 @@ def _minus(geoms: list, others: list) -> list:
     return out
 
 
+def _known_area(raster: PathLike, complete_area, srs: osr.SpatialReference,
+                unanswered: list) -> list:
+    """Where background counts: the complete areas (default: the whole raster) minus the
+    proposals nobody answered, as polygons in ``srs``."""
+    if complete_area is None:
+        ds = gdal.OpenEx(str(raster))
+        x0, x1, y0, y1 = raster_bounds(ds)
+        box = ogr.CreateGeometryFromWkt(
+            f"POLYGON(({x0} {y0},{x1} {y0},{x1} {y1},{x0} {y1},{x0} {y0}))")
+        ct = transform(srs_of(ds), srs)
+        if ct is not None:
+            box.Transform(ct)
+        areas = [box]
+    else:
+        areas = [g for p in as_list(complete_area)
+                 for g in read_polygons(p, srs, "complete-area").geoms]
+    return _minus(areas, unanswered)
+
+
 def round_labels(raster: PathLike, buildings, new_buildings: PathLike, out_path: PathLike,
                  complete_area=None, options: Optional[RasterizeOptions] = None,
-                 progress: Optional[ProgressCallback] = None,
+                 unanswered_unknown: bool = True, progress: Optional[ProgressCallback] = None,
                  cancel: Optional[CancelToken] = None) -> RoundLabels:
-    """Rasterise the next round's mask: ``buildings`` (path(s)) and accepted proposals as 1,
-    rejected proposals as 0 (minus any labelled building they touch, so a rejection never
-    erases a mapped building), ``complete_area`` polygons as the rasteriser's complete areas.
-    The accepted and rejected polygons are written beside ``out_path`` (``*.accepted.gpkg``,
-    ``*.rejected.gpkg``)."""
+    """Rasterise the next round's mask from the review answers.
+
+    ``buildings`` (path(s)) and accepted proposals are 1. Rejected proposals are 0, minus any
+    labelled building they touch, so a rejection never erases a mapped building.
+    ``complete_area`` polygons are the rasteriser's complete areas. With
+    ``unanswered_unknown``, proposals still ``proposed`` are unknown (255), not background:
+    the model calls them buildings and nobody has said otherwise, so labelling them 0 would
+    teach it to miss exactly the unmapped buildings (FINDINGS lesson 2, at object level and
+    under the reviewer's control). Side files go beside ``out_path`` (``*.accepted.gpkg``,
+    ``*.rejected.gpkg``, ``*.complete.gpkg``).
+    """
     out_path = check_writable(out_path)
     counts = count_statuses(new_buildings)
     stem = out_path.with_suffix("")
@@ -154,10 +181,14 @@ def round_labels(raster: PathLike, buildings, new_buildings: PathLike, out_path:
         rejected = _minus(rejected, mapped)
     background = _write_polygons(rejected, srs, Path(f"{stem}.rejected.gpkg")) \
         if rejected else None
-    mask = rasterize_labels(raster, labelled, out_path, options, complete_area=complete_area,
-                            background=background, progress=progress, cancel=cancel)
     n_complete = sum(len(read_polygons(p, what="complete-area").geoms)
                      for p in as_list(complete_area))
+    unanswered = status_polygons(new_buildings, PROPOSED)[0] if unanswered_unknown else []
+    if unanswered:
+        complete_area = _write_polygons(_known_area(raster, complete_area, srs, unanswered),
+                                        srs, Path(f"{stem}.complete.gpkg"))
+    mask = rasterize_labels(raster, labelled, out_path, options, complete_area=complete_area,
+                            background=background, progress=progress, cancel=cancel)
     return RoundLabels(mask, counts, n_complete)
 
 
@@ -174,11 +205,17 @@ def read_round_log(model: PathLike) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
-def log_round(model: PathLike, entry: dict) -> dict:
-    """Append ``entry`` (numbered as the next round) to the log next to ``model``."""
-    entry = {"round": len(read_round_log(model)) + 1, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+def log_round(model: PathLike, entry: dict, previous: Optional[PathLike] = None) -> dict:
+    """Append ``entry``, numbered (from 0) after the rounds already logged, to the log next to
+    ``model``. A log next to ``previous`` (the model the round started from) in another folder
+    is carried over first, so every round's log holds the whole history."""
+    path = round_log_path(model)
+    if previous is not None and round_log_path(previous) != path and not path.exists():
+        carried = read_round_log(previous)
+        path.write_text("".join(json.dumps(e) + "\n" for e in carried), encoding="utf-8")
+    entry = {"round": len(read_round_log(model)), "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
              **entry}
-    with round_log_path(model).open("a", encoding="utf-8") as f:
+    with path.open("a", encoding="utf-8") as f:
         f.write(json.dumps(entry, default=str) + "\n")
     return entry
 
@@ -186,26 +223,31 @@ def log_round(model: PathLike, entry: dict) -> dict:
 def run_round(raster: PathLike, buildings, new_buildings: PathLike, current_model: PathLike,
               out_model: PathLike, options: Optional[TrainOptions] = None, complete_area=None,
               rasterize: Optional[RasterizeOptions] = None, bands: Optional[list] = None,
-              progress: Optional[ProgressCallback] = None,
+              unanswered_unknown: bool = True, progress: Optional[ProgressCallback] = None,
               cancel: Optional[CancelToken] = None) -> RoundResult:
     """One review round: build the labels, fine-tune from ``current_model``, log the round.
 
     ``ignore_confident`` is switched off: the current model calls the rejected proposals
     building, so it would turn exactly the reviewer's background answers back into unknown.
     """
-    from .train import finetune  # torch: imported only when a round really runs
+    from .modelfile import read_card  # torch: imported only when a round really runs
+    from .train import finetune
 
     out_model = Path(out_model).with_suffix(".safetensors")
     check_writable(out_model)
     labels = round_labels(raster, buildings, new_buildings,
                           out_model.with_name(out_model.stem + ".labels.tif"), complete_area,
-                          rasterize, progress, cancel)
+                          rasterize, unanswered_unknown, progress, cancel)
     emit(progress, ProgressEvent("rasterize", 1.0, f"round labels: {labels.counts.accepted} "
                                  f"accepted, {labels.counts.rejected} rejected"))
     options = replace(options or TrainOptions(), ignore_confident=None)
+    if not read_round_log(current_model):  # round 0: the model the loop starts from
+        log_round(out_model, {"model": str(current_model), "labels_added": 0,
+                              "labels_rejected": 0,
+                              "val_dice": read_card(current_model).metrics.get("val_dice")})
     result = finetune(raster, None, out_model, options, base=current_model, bands=bands,
                       mask=labels.mask, progress=progress, cancel=cancel)
-    entry = log_round(out_model, {
+    entry = log_round(out_model, previous=current_model, entry={
         "model": str(result.model_path), "base": str(current_model),
         "labels_added": labels.counts.accepted, "labels_rejected": labels.counts.rejected,
         "still_proposed": labels.counts.proposed, "complete_areas": labels.complete_areas,

@@ -62,63 +62,74 @@ def score(footprints: Path, dropped: str, reviewed: list) -> dict:
     return out
 
 
+def run_once(raster: Path, buildings: str, seed: int, args, opts: TrainOptions) -> dict:
+    """Round 0, the control round and the review round for one seeded drop of 50 %."""
+    opts = replace(opts, seed=seed)
+    work = Path(tempfile.mkdtemp(prefix=f"bfe_review_exp_{seed}_"))
+    partial = drop_buildings(buildings, 0.5, seed, work / "partial.gpkg")
+    kept, dropped = f"{partial.path}|layername=buildings", f"{partial.path}|layername=dropped"
+    base = DEFAULT_BASE if DEFAULT_BASE.exists() else None
+    r0 = finetune(raster, kept, work / "r0.safetensors", opts, base=base)
+    ext0 = extract(raster, r0.model_path, kept, work / "r0.gpkg")
+    reviewed = work / "reviewed.gpkg"
+    decided = review.simulate_review(ext0, buildings, reviewed, n=args.n, order=args.order)
+    unreviewed = work / "unreviewed.gpkg"
+    review.simulate_review(ext0, buildings, unreviewed, n=0)
+    touched = [g for status in (review.ACCEPTED, review.REJECTED)
+               for g in review.status_polygons(reviewed, status)[0]]
+    rounds = {"round0": {"train": r0, "footprints": ext0}}
+    for name, labels in (("control", unreviewed), ("round1", reviewed)):
+        (work / name).mkdir()  # own folder, own round log
+        res = review.run_round(raster, kept, labels, r0.model_path, work / name / "model", opts)
+        rounds[name] = {"train": res.train,
+                        "footprints": extract(raster, res.train.model_path, kept,
+                                              work / name / "footprints.gpkg")}
+    return {"seed": seed, "workdir": str(work), "decisions": asdict(decided),
+            "rounds": {name: {"val_dice": r["train"].best_val_dice,
+                              "threshold": r["train"].threshold,
+                              "train_seconds": r["train"].seconds,
+                              **score(r["footprints"], dropped, touched)}
+                       for name, r in rounds.items()}}
+
+
+def mean_f1(runs: list, name: str, subset: str) -> float:
+    return round(sum(r["rounds"][name][subset]["f1"] for r in runs) / len(runs), 4)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--raster", default=str(DATA / "kampala_z19.tif"))
     parser.add_argument("--buildings", default=str(DATA / "kampala_buildings.gpkg"))
     parser.add_argument("--n", type=int, default=20, help="review decisions")
     parser.add_argument("--order", default="score", choices=("score", "uncertainty"))
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=15, help="optimiser steps per epoch")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=12, help="optimiser steps per epoch")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default=str(REPO / "docs" / "experiments" / "review_round.json"))
     args = parser.parse_args()
-    raster = Path(args.raster)
     opts = TrainOptions(epochs=args.epochs, steps_per_epoch=args.steps, patience=args.epochs,
-                        device="cpu", seed=args.seed)
+                        device="cpu")
     start = time.monotonic()
-    work = Path(tempfile.mkdtemp(prefix="bfe_review_exp_"))
-    partial = drop_buildings(args.buildings, 0.5, args.seed, work / "partial.gpkg")
-    kept, dropped = f"{partial.path}|layername=buildings", f"{partial.path}|layername=dropped"
-    base = DEFAULT_BASE if DEFAULT_BASE.exists() else None
-
-    r0 = finetune(raster, kept, work / "r0.safetensors", opts, base=base)
-    ext0 = extract(raster, r0.model_path, kept, work / "r0.gpkg")
-    reviewed = work / "reviewed.gpkg"
-    decided = review.simulate_review(ext0, args.buildings, reviewed, n=args.n, order=args.order)
-    unreviewed = work / "unreviewed.gpkg"
-    review.simulate_review(ext0, args.buildings, unreviewed, n=0)
-    touched = [g for status in (review.ACCEPTED, review.REJECTED)
-               for g in review.status_polygons(reviewed, status)[0]]
-
-    rounds = {"round0": {"train": r0, "footprints": ext0}}
-    for name, labels in (("control", unreviewed), ("round1", reviewed)):
-        res = review.run_round(raster, kept, labels, r0.model_path, work / f"{name}.safetensors",
-                               opts)
-        rounds[name] = {"train": res.train,
-                        "footprints": extract(raster, res.train.model_path, kept,
-                                              work / f"{name}.gpkg")}
-    result = {
-        "raster": str(raster), "buildings": str(args.buildings), "dropped_fraction": 0.5,
-        "base_model": str(base) if base else None, "n_decisions": args.n, "order": args.order,
-        "decisions": asdict(decided), "train_options": asdict(opts), "workdir": str(work),
-        "seconds": round(time.monotonic() - start, 1),
-        "rounds": {name: {"val_dice": r["train"].best_val_dice,
-                          "threshold": r["train"].threshold,
-                          "epochs": r["train"].epochs_run,
-                          "train_seconds": r["train"].seconds,
-                          **score(r["footprints"], dropped, touched)}
-                   for name, r in rounds.items()},
-    }
+    runs = []
+    for seed in args.seeds:
+        runs.append(run_once(Path(args.raster), args.buildings, seed, args, opts))
+        for name, r in runs[-1]["rounds"].items():
+            rev = r.get("unreviewed", {})
+            print(f"seed {seed} {name:8s} F1 {r['all']['f1']:.3f} (P {r['all']['precision']:.3f}"
+                  f" R {r['all']['recall']:.3f})  unreviewed F1 {rev.get('f1', float('nan')):.3f}"
+                  f"  val Dice {r['val_dice']}", flush=True)
+        print(f"seed {seed} decisions: {runs[-1]['decisions']}", flush=True)
+    names = ("round0", "control", "round1")
+    summary = {name: {subset: mean_f1(runs, name, subset) for subset in ("all", "unreviewed")
+                      if subset in runs[0]["rounds"][name]} for name in names}
+    result = {"raster": args.raster, "buildings": args.buildings, "dropped_fraction": 0.5,
+              "base_model": str(DEFAULT_BASE) if DEFAULT_BASE.exists() else None,
+              "n_decisions": args.n, "order": args.order, "train_options": asdict(opts),
+              "seconds": round(time.monotonic() - start, 1), "mean_f1": summary, "runs": runs}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=str), encoding="utf-8")
-    for name, r in result["rounds"].items():
-        rev = r.get("unreviewed", {})
-        print(f"{name:8s} F1 {r['all']['f1']:.3f} (P {r['all']['precision']:.3f} "
-              f"R {r['all']['recall']:.3f})  unreviewed F1 {rev.get('f1', float('nan')):.3f}  "
-              f"val Dice {r['val_dice']}")
-    print(f"decisions: {decided}; {result['seconds']} s; written to {out}")
+    print(f"mean F1 over seeds {args.seeds}: {summary}; {result['seconds']} s; written to {out}")
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ def test_existing_output_survives_failure(tmp_path):
 def test_unwritable_folder(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(OutputError, match="Choose another output path"):
-        with atomic_output(blocker / "sub" / "out.tif"):
-            pass
+    with pytest.raises(OutputError, match="Choose another output path"), atomic_output(
+        blocker / "sub" / "out.tif"
+    ):
+        pass

@@ -74,6 +74,15 @@ def test_round_labels_burn_accepted_rejected_and_complete(reviewed, make_vector,
     assert (tmp_path / "round.accepted.gpkg").exists()
 
 
+def test_unanswered_proposals_are_unknown_unless_asked_otherwise(reviewed, tmp_path):
+    raster, osm, props = reviewed
+    mask = read_mask(review.round_labels(raster, osm, props, tmp_path / "a.tif").mask)
+    assert (mask[40:50, 40:50] == UNKNOWN).all()  # nobody answered: not background
+    assert mask[35, 50] == 0 and (mask[20:30, 8:20] == 0).all()  # background still counts
+    plain = review.round_labels(raster, osm, props, tmp_path / "b.tif", unanswered_unknown=False)
+    assert (read_mask(plain.mask)[40:50, 40:50] == 0).all()
+
+
 def test_rejection_never_erases_a_mapped_building(reviewed, tmp_path):
     raster, osm, _ = reviewed
     props = write_proposals(tmp_path / "p.gpkg", [(pixel_box(8, 8, 20, 30), 0.5, "rejected")])
@@ -130,8 +139,12 @@ def test_round_log_numbers_rounds(tmp_path):
     assert review.read_round_log(model) == []
     review.log_round(model, {"labels_added": 2})
     entry = review.log_round(model, {"labels_added": 5})
-    assert entry["round"] == 2
+    assert entry["round"] == 1
     assert [e["labels_added"] for e in review.read_round_log(model)] == [2, 5]
+    (tmp_path / "next").mkdir()
+    later = review.log_round(tmp_path / "next" / "m.safetensors", {"labels_added": 7}, model)
+    assert later["round"] == 2  # the history follows the model into another folder
+    assert len(review.read_round_log(tmp_path / "next" / "m.safetensors")) == 3
 
 
 def test_run_round_starts_from_the_current_model_and_logs(reviewed, tmp_path):
@@ -145,10 +158,12 @@ def test_run_round_starts_from_the_current_model_and_logs(reviewed, tmp_path):
     mask = read_mask(result.labels.mask)
     assert (mask[2:12, 20:30] == 1).all() and (mask[20:30, 8:20] == 0).all()
     log = review.read_round_log(result.train.model_path)
-    assert log == [result.log_entry]
-    assert log[0]["labels_added"] == 1 and log[0]["labels_rejected"] == 1
-    assert log[0]["base"] == str(first.model_path)
-    assert "val_dice" in log[0]
+    assert [e["round"] for e in log] == [0, 1] and log[1] == result.log_entry
+    assert log[0]["model"] == str(first.model_path)
+    assert log[0]["val_dice"] == first.best_val_dice
+    assert log[1]["labels_added"] == 1 and log[1]["labels_rejected"] == 1
+    assert log[1]["base"] == str(first.model_path)
+    assert "val_dice" in log[1]
 
 
 def write_probability(path: Path, prob: np.ndarray) -> Path:

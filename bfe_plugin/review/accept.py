@@ -19,7 +19,7 @@ from qgis.core import (
     QgsVectorLayerUtils,
     QgsWkbTypes,
 )
-from qgis.PyQt.QtCore import QVariant
+from qgis.PyQt.QtCore import NULL, QVariant
 
 from ml_core.errors import InputError
 from ml_core.review import ACCEPTED, STATUS_FIELD
@@ -70,6 +70,8 @@ def copy_features(source: QgsVectorLayer, target: QgsVectorLayer, ids: Iterable[
         geometry = QgsGeometry(feature.geometry())
         geometry.transform(transform)
         new = QgsVectorLayerUtils.createFeature(target, geometry, attributes)
+        for key in target.primaryKeyAttributes():  # NULL, not the "Autogenerate" clause
+            new.setAttribute(key, NULL)
         features += QgsVectorLayerUtils.makeFeatureCompatible(new, target)
     if not target.addFeatures(features):
         target.destroyEditCommand()

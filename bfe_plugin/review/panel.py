@@ -90,6 +90,7 @@ class ReviewPanel(QWidget):
         self.complete = QgsMapLayerComboBox()
         self.complete.setFilters(QgsMapLayerProxyModel.PolygonLayer)
         self.complete.setAllowEmptyLayer(True)
+        self.complete.setLayer(None)  # complete nowhere unless the user says so
         grid = QGridLayout()
         for col, (text, slot, tip) in enumerate((
                 ("◀", self.previous, "Previous proposal"),
@@ -123,6 +124,7 @@ class ReviewPanel(QWidget):
             raise InputError(f"Layer '{layer.name()}' has no '{STATUS_FIELD}' field; review the "
                              "new buildings layer of a bfe extraction.")
         self.layer = layer
+        self.target.setExceptedLayerList([layer])
         layer.loadNamedStyle(str(STYLE))
         layer.triggerRepaint()
         request = QgsFeatureRequest().setFlags(QgsFeatureRequest.NoGeometry)

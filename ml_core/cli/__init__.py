@@ -15,10 +15,12 @@ from typing import Optional
 
 from ..errors import BfeError, Cancelled
 
-COMMAND_MODULES = ("ml_core.cli.geo", "ml_core.cli.train")
+COMMAND_MODULES = ("ml_core.cli.geo", "ml_core.cli.train", "ml_core.cli.demo")
 
 
-def add_options(parser: argparse.ArgumentParser, options_cls: type, skip: Sequence[str] = ()) -> None:
+def add_options(
+    parser: argparse.ArgumentParser, options_cls: type, skip: Sequence[str] = ()
+) -> None:
     """Add one ``--flag`` per field of an options dataclass, with its default and help."""
     for f in fields(options_cls):
         if f.name in skip:
@@ -27,23 +29,27 @@ def add_options(parser: argparse.ArgumentParser, options_cls: type, skip: Sequen
         default = f.default if f.default is not MISSING else None
         help_text = f"{f.metadata.get('help', '')} (default: {default})"
         if isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
-                                help=help_text)
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=default, help=help_text
+            )
             continue
         kind = type(default) if default is not None else (int if f.name == "epochs" else float)
-        parser.add_argument(flag, type=kind, default=default, choices=f.metadata.get("choices"),
-                            help=help_text)
+        parser.add_argument(
+            flag, type=kind, default=default, choices=f.metadata.get("choices"), help=help_text
+        )
 
 
 def options_from_args(args: argparse.Namespace, options_cls: type):
     """Build an options dataclass from parsed arguments added by :func:`add_options`."""
-    return options_cls(**{f.name: getattr(args, f.name) for f in fields(options_cls)
-                          if hasattr(args, f.name)})
+    return options_cls(
+        **{f.name: getattr(args, f.name) for f in fields(options_cls) if hasattr(args, f.name)}
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="bfe", description="Building footprints from incomplete OSM labels.")
+        prog="bfe", description="Building footprints from incomplete OSM labels."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)

@@ -65,7 +65,7 @@ def _base_arg(value: str) -> Optional[str]:
     return None if value.lower() in ("none", "scratch", "") else value
 
 
-def _add_train_args(p: argparse.ArgumentParser) -> None:
+def add_train_args(p: argparse.ArgumentParser) -> None:
     from ..train import DEFAULT_BASE
 
     p.add_argument("--base", type=_base_arg, default=str(DEFAULT_BASE),
@@ -125,7 +125,7 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", required=True, help="Output model (.safetensors).")
     p.add_argument("--mask", help="Ready label mask (1 building, 0 background, 255 unknown).")
     p.add_argument("--resume", action="store_true", help="Continue from the last checkpoint.")
-    _add_train_args(p)
+    add_train_args(p)
     p.set_defaults(func=_cmd_finetune)
 
     p = subparsers.add_parser("run", help="Rasterise, fine-tune and extract in one go "
@@ -133,7 +133,7 @@ def register(subparsers) -> None:
     p.add_argument("raster", nargs="?")
     p.add_argument("buildings", nargs="?")
     p.add_argument("-o", "--output", default="bfe_output", help="Output folder.")
-    _add_train_args(p)
+    add_train_args(p)
     p.set_defaults(func=_cmd_run)
 
     p = subparsers.add_parser("experiment", help="Reproduce the letter's Table I on real data.")

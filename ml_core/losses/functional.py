@@ -139,16 +139,15 @@ def exp_log_loss(
     return w_dice * dice_term + w_ce * ce_sum / batch.n_valid
 
 
-def _separable_max(x: Tensor, size: int) -> Tensor:
-    """Max filter without autograd: vectorised ``max_pool1d`` along W, shifted maxima along H."""
+def _max_filter_(x: Tensor, size: int) -> Tensor:
+    """Max filter of ``x`` in place, without autograd: ``max_pool1d`` along W, shifts along H."""
     n, c, h, w = x.shape
-    r = size // 2
-    rows = F.max_pool1d(x.reshape(-1, w), size, 1, r).view(n, c, h, w)
-    padded = F.pad(rows, (0, 0, r, r), value=float("-inf"))
-    out = padded.narrow(2, 0, h)
-    for shift in range(1, size):
-        out = torch.maximum(out, padded.narrow(2, shift, h))
-    return out
+    rows = F.max_pool1d(x.reshape(-1, w), size, 1, size // 2).view(n, c, h, w)
+    x.copy_(rows)
+    for shift in range(1, size // 2 + 1):
+        torch.maximum(x[:, :, shift:], rows[:, :, :-shift], out=x[:, :, shift:])
+        torch.maximum(x[:, :, :-shift], rows[:, :, shift:], out=x[:, :, :-shift])
+    return x
 
 
 class _KeyedMaxFilter(torch.autograd.Function):
@@ -166,13 +165,16 @@ class _KeyedMaxFilter(torch.autograd.Function):
         h, w = x.shape[2:]
         last = (1 << (h * w - 1).bit_length()) - 1
         index = torch.arange(h * w, device=x.device).view(h, w)
-        key = x.to(torch.float64).view(torch.int64) | ((last - index) | (1 << 61))
-        key = _separable_max(key.view(torch.float64), size)
-        # clamp: a NaN (whose payload maximum may change) must not give an index out of range
-        argmax = (last - (key.view(torch.int64) & last)).clamp_(max=h * w - 1)
+        key = x.to(torch.float64).view(torch.int64)
+        key |= (last - index) | (1 << 61)
+        key = _max_filter_(key.view(torch.float64), size)
+        value = key.to(torch.float32)
+        argmax = key.view(torch.int64).bitwise_and_(last).bitwise_xor_(last)  # last - low bits
+        if last >= h * w:  # a NaN (its payload may change) must not index out of range
+            argmax.clamp_(max=h * w - 1)
         ctx.save_for_backward(x, argmax)
         ctx.size = size
-        return key.to(torch.float32)
+        return value
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
@@ -190,7 +192,7 @@ def max_filter(x: Tensor, size: int) -> Tensor:
     is used as is for float64 and huge planes; the float32 paths are 4-10x faster on CPU.
     """
     if not (x.requires_grad and torch.is_grad_enabled()):
-        return _separable_max(x, size)
+        return _max_filter_(x.clone(), size)
     if x.dtype == torch.float32 and x.shape[2] * x.shape[3] <= 1 << 28:
         return _KeyedMaxFilter.apply(x, size)
     return F.max_pool2d(x, size, 1, size // 2)
@@ -212,14 +214,16 @@ def boundary_f1_loss(batch: Prepared, theta0: int, theta: int, eps: float) -> Te
     Without unknown pixels this is exactly the published definition.
     """
     C = batch.probs.shape[1]
-    with torch.no_grad():
-        gt_comp = (1 - batch.onehot) * batch.valid
-        pooled = max_filter(torch.cat([gt_comp, 1 - batch.valid], 1), theta0)
-        b_gt = (pooled[:, :C] - gt_comp) * batch.valid
-        extended = max_filter(torch.cat([b_gt, pooled[:, C:]], 1), theta)
+    if C == 2:  # 1 - M_c = M_(1-c): take M, so both maps list the classes swapped (same mean)
+        comp, gt_comp = batch.probs, batch.onehot
+    else:
+        comp, gt_comp = 1 - batch.probs, (1 - batch.onehot) * batch.valid
+    with torch.no_grad():  # [B_gt | unknown dilated by theta0], then [E_gt | dilated again]
+        maps = _max_filter_(torch.cat([gt_comp, 1 - batch.valid], 1), theta0)
+        b_gt = maps[:, :C].sub_(gt_comp).mul_(batch.valid)
+        extended = _max_filter_(maps.clone(), theta)
         e_gt, judged = extended[:, :C], 1 - extended[:, C:]
         gt_len = b_gt.sum((2, 3))
-    comp = 1 - batch.probs
     b_pred = max_filter(comp, theta0) - comp
     e_pred = max_filter(b_pred, theta)
     b_judged = b_pred * judged

@@ -1,0 +1,33 @@
+"""``bfe demo``: the shipped-sample demo run by ``make demo``."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..config import TrainOptions
+from . import options_from_args
+from .train import ProgressBar, add_train_args, ctrl_c_cancels
+
+DEMO_MINUTES = 3.0  # fine-tuning budget of the demo, so that it ends in about five minutes
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from ..demo import describe, run_demo
+
+    with ctrl_c_cancels() as cancel:
+        scores = run_demo(args.output, args.fraction, args.drop_seed,
+                          options_from_args(args, TrainOptions), base=args.base,
+                          progress=ProgressBar(), cancel=cancel)
+    print(describe(scores, args.output))
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add the ``demo`` subcommand."""
+    p = subparsers.add_parser("demo", help="Drop half the sample's buildings, fine-tune, "
+                                           "recover them and score the result.")
+    p.add_argument("-o", "--output", default="out/demo", help="Output folder.")
+    p.add_argument("--fraction", type=float, default=0.5, help="Share of buildings to drop.")
+    p.add_argument("--drop-seed", type=int, default=0, help="Seed of the drop.")
+    add_train_args(p)
+    p.set_defaults(func=_cmd_demo, minutes=DEMO_MINUTES)

@@ -1,0 +1,247 @@
+"""The annotation loop in QGIS on a small real crop: extract, review (accept two, reject one),
+copy into the user's layer, fine-tune again, and check the second round's labels."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from osgeo import gdal, ogr
+from qgis.core import (
+    QgsApplication,
+    QgsFeature,
+    QgsGeometry,
+    QgsProject,
+    QgsVectorLayer,
+)
+from qgis.gui import QgsMapMouseEvent
+from qgis.PyQt.QtCore import QEvent, QPoint, Qt
+from qgis.PyQt.QtTest import QTest
+from qgis.PyQt.QtWidgets import QApplication
+
+from .conftest import engine_ready, wait_for
+
+TINY = dict(epochs=1, steps_per_epoch=2, batch_size=2, crop_size=64, device="cpu", width=4,
+            depth=2, patience=1)
+
+
+def disk_content(path: Path) -> tuple[int, str]:
+    """(feature count, checksum of every fid, geometry and attribute) as OGR reads the file.
+
+    Not a checksum of the bytes: opening a GeoPackage for editing updates its SQLite header
+    without changing any feature."""
+    src = ogr.Open(str(path))
+    layer = src.GetLayer(0)
+    h = hashlib.sha256()
+    for f in layer:
+        h.update(repr((f.GetFID(), f.GetGeometryRef().ExportToWkb(), f.items())).encode())
+    return layer.GetFeatureCount(), h.hexdigest()
+
+
+def run_task(task) -> object:
+    """Run a bfe CoreTask in the task manager; return its result (fails on its error)."""
+    QgsApplication.taskManager().addTask(task)
+    wait_for(lambda: task.result is not None or task.error is not None, timeout=300)
+    wait_for(lambda: not QgsApplication.taskManager().activeTasks())
+    assert task.error is None, task.details
+    return task.result
+
+
+def pixels(grid: Path, wkts: list, srs) -> np.ndarray:
+    """Boolean mask of ``wkts`` (in ``srs``) on the grid of raster ``grid``."""
+    from ml_core.geometry import burn, memory_layer
+
+    ds = gdal.Open(str(grid))
+    _src, layer = memory_layer([ogr.CreateGeometryFromWkt(w) for w in wkts], srs)
+    return burn(layer, ds, 0, 0, ds.RasterXSize, ds.RasterYSize) > 0
+
+
+@pytest.fixture
+def user_layer(sample_crop, tmp_path, qgis_new_project) -> tuple[QgsVectorLayer, Path]:
+    """The user's building layer: half of the crop's OSM buildings (the rest are 'unmapped')."""
+    from ml_core.labels import drop_buildings
+
+    drop = drop_buildings(sample_crop[1], 0.5, 0, tmp_path / "drop.gpkg")
+    path = tmp_path / "my_buildings.gpkg"
+    gdal.VectorTranslate(str(path), str(drop.path), layers=["buildings"], layerName="buildings")
+    layer = QgsVectorLayer(f"{path}|layername=buildings", "my buildings", "ogr")
+    QgsProject.instance().addMapLayer(layer)
+    yield layer, path
+    QgsProject.instance().removeAllMapLayers()
+
+
+@pytest.fixture
+def model(tmp_path) -> Path:
+    """The shipped base model, else a tiny one trained for two steps."""
+    engine_ready("ml_core.train", "ml_core.predict", "ml_core.extract")
+    from ml_core.config import TrainOptions
+    from ml_core.train import DEFAULT_BASE, finetune
+
+    if DEFAULT_BASE.exists():
+        return DEFAULT_BASE
+    from .conftest import SAMPLE_BUILDINGS, SAMPLE_RASTER
+
+    return finetune(SAMPLE_RASTER, SAMPLE_BUILDINGS, tmp_path / "tiny.safetensors",
+                    TrainOptions(**TINY), base=None).model_path
+
+
+def extract(raster: Path, model: Path, existing: Path, folder: Path) -> QgsVectorLayer:
+    """Step 1: extraction as the dock runs it (ExtractTask); the new-buildings layer."""
+    from bfe_plugin.tasks import ExtractJob, ExtractTask
+    from ml_core.config import ExtractOptions, PredictOptions
+
+    job = ExtractJob(str(raster), str(model), folder / "probability.tif",
+                     folder / "footprints.gpkg", PredictOptions(device="cpu"),
+                     ExtractOptions(threshold=0.4), existing=str(existing))
+    run_task(ExtractTask(job, lambda _r: None, lambda *_e: None))
+    layer = QgsVectorLayer(f"{job.footprints}|layername=new_buildings", "new buildings", "ogr")
+    QgsProject.instance().addMapLayer(layer)
+    assert layer.featureCount() >= 3, "the crop should give at least three proposals"
+    return layer
+
+
+def test_full_review_round(sample_crop, user_layer, model, qgis_canvas, tmp_path):
+    from bfe_plugin.review.panel import ReviewPanel
+    from bfe_plugin.review.refine_task import RefineTask, round_job
+    from ml_core.config import TrainOptions
+    from ml_core.geometry import srs_of
+    from ml_core.labels import read_mask
+    from ml_core.review import read_round_log
+
+    raster = sample_crop[0]
+    mine, mine_path = user_layer
+    before_count, on_disk = mine.featureCount(), disk_content(mine_path)
+    new = extract(raster, model, mine_path, tmp_path)
+
+    # 2. review: accept two proposals (A key), reject one (panel), copy into the user's layer
+    panel = ReviewPanel(qgis_canvas)
+    panel.show()
+    panel.set_layer(new)
+    by_score = sorted(new.getFeatures(), key=lambda f: -f["score"])
+    assert panel.current == by_score[0].id()
+    QApplication.setActiveWindow(panel)
+    panel.setFocus()
+    accepted = [panel.current]
+    QTest.keyClick(panel, Qt.Key_A)
+    assert panel.current != accepted[0], "the A key accepts and moves on"
+    accepted.append(panel.current)
+    panel.shortcuts["A"].activated.emit()
+    rejected = panel.current
+    panel.reject()
+    assert [new.getFeature(f)["status"] for f in [*accepted, rejected]] == \
+        ["accepted", "accepted", "rejected"]
+    panel.target.setLayer(mine)
+    assert panel.copy_accepted() == 2
+    assert panel.copy_accepted() == 0  # copied once only
+
+    # 3. fine-tune again from the current model, as a task
+    folder = tmp_path / "round1"
+    folder.mkdir()
+    # the original OSM buildings are the saved file; the accepted ones come from the review
+    job = round_job(str(raster), str(mine_path), new, panel.complete_layer(), str(model),
+                    folder, TrainOptions(**TINY))
+    result = run_task(RefineTask(job, lambda _r: None, lambda *_e: None))
+    assert result.train.model_path.exists()
+    assert read_round_log(result.train.model_path)[-1]["labels_added"] == 2
+
+    # 4. the second round's mask: accepted polygons are buildings, the rejected one background
+    mask = read_mask(result.labels.mask)
+    srs = srs_of(new.crs().toWkt())
+    accepted_px = pixels(result.labels.mask, [new.getFeature(f).geometry().asWkt()
+                                              for f in accepted], srs)
+    mapped_px = pixels(result.labels.mask, [f.geometry().asWkt() for f in mine.getFeatures()],
+                       srs_of(mine.crs().toWkt()))
+    rejected_px = pixels(result.labels.mask, [new.getFeature(rejected).geometry().asWkt()],
+                         srs) & ~mapped_px
+    assert accepted_px.sum() > 20 and rejected_px.sum() > 20
+    assert (mask[accepted_px] == 1).all()
+    assert (mask[rejected_px] == 0).all()
+
+    # 5. the user's layer: in edit mode with the additions, not saved by bfe; undo removes them
+    assert mine.isEditable()
+    assert mine.featureCount() == before_count + 2
+    assert mine.isModified() and disk_content(mine_path) == on_disk
+    mine.undoStack().undo()
+    assert mine.featureCount() == before_count
+    mine.rollBack()
+
+
+@pytest.fixture
+def proposals(qgis_new_project) -> QgsVectorLayer:
+    """A memory new-buildings layer of four squares with scores 0.9, 0.7, 0.5, 0.3."""
+    layer = QgsVectorLayer("Polygon?crs=EPSG:3857&field=score:double&field=status:string",
+                           "new buildings", "memory")
+    features = []
+    for i, score in enumerate((0.3, 0.9, 0.5, 0.7)):
+        f = QgsFeature(layer.fields())
+        f.setGeometry(QgsGeometry.fromRect(
+            QgsGeometry.fromWkt(f"POINT({i * 20} 0)").buffer(5, 1).boundingBox()))
+        f.setAttributes([score, "proposed"])
+        features.append(f)
+    layer.dataProvider().addFeatures(features)
+    QgsProject.instance().addMapLayer(layer)
+    yield layer
+    QgsProject.instance().removeAllMapLayers()
+
+
+def test_panel_order_skip_and_bulk_actions(proposals, qgis_canvas):
+    from bfe_plugin.review.panel import ReviewPanel
+
+    panel = ReviewPanel(qgis_canvas)
+    panel.set_layer(proposals)
+    scores = [proposals.getFeature(f)["score"] for f in panel.order]
+    assert scores == [0.9, 0.7, 0.5, 0.3]
+    first = panel.current
+    panel.shortcuts["Space"].activated.emit()
+    panel.shortcuts["S"].activated.emit()
+    assert proposals.getFeature(panel.current)["score"] == 0.5
+    assert proposals.getFeature(first)["status"] == "proposed"  # skipping decides nothing
+    assert qgis_canvas.extent().contains(
+        proposals.getFeature(panel.current).geometry().boundingBox())
+    panel.min_score.setValue(0.7)
+    assert panel.accept_above() == 2
+    proposals.selectByIds([panel.order[2], panel.order[3]])
+    assert panel.reject_selected() == 2
+    statuses = [proposals.getFeature(f)["status"] for f in panel.order]
+    assert statuses == ["accepted", "accepted", "rejected", "rejected"]
+    assert not proposals.isEditable()  # bfe's own layer: decisions are committed
+
+
+def test_copy_into_a_scratch_layer_sets_source_and_reprojects(proposals, qgis_canvas):
+    from bfe_plugin.review.accept import copy_features
+
+    target = QgsVectorLayer("MultiPolygon?crs=EPSG:4326&field=source:string", "scratch",
+                            "memory")
+    ids = [f.id() for f in proposals.getFeatures()][:2]
+    assert copy_features(proposals, target, ids) == 2
+    assert target.isEditable()
+    copied = list(target.getFeatures())
+    assert {f["source"] for f in copied} == {"bfe"}
+    assert all(abs(f.geometry().boundingBox().xMinimum()) < 0.01 for f in copied)  # degrees
+    plain = QgsVectorLayer("Polygon?crs=EPSG:3857", "plain", "memory")
+    assert copy_features(proposals, plain, ids, add_source_field=True) == 2
+    assert plain.fields().indexOf("source") >= 0  # added in the edit buffer, undoable
+    plain.undoStack().undo()
+    assert plain.featureCount() == 0 and plain.fields().indexOf("source") < 0
+
+
+def test_draw_a_complete_area(qgis_canvas, qgis_new_project):
+    from bfe_plugin.review.complete_area import LAYER_NAME, CompleteAreaTool, complete_area_layer
+
+    qgis_canvas.resize(200, 200)
+    qgis_canvas.setExtent(QgsGeometry.fromWkt("POLYGON((0 0,100 0,100 100,0 100,0 0))")
+                          .boundingBox())
+    layer = complete_area_layer(qgis_canvas.mapSettings().destinationCrs())
+    assert complete_area_layer(layer.crs()) is layer
+    tool = CompleteAreaTool(qgis_canvas, layer)
+    for x, y, button in ((20, 20, Qt.LeftButton), (150, 20, Qt.LeftButton),
+                         (150, 150, Qt.LeftButton), (0, 0, Qt.RightButton)):
+        tool.canvasReleaseEvent(QgsMapMouseEvent(qgis_canvas, QEvent.MouseButtonRelease,
+                                                 QPoint(x, y), button))
+    assert layer.name() == LAYER_NAME and layer.featureCount() == 1
+    area = next(layer.getFeatures()).geometry()
+    assert area.area() > 0 and area.contains(QgsGeometry.fromPointXY(
+        tool.toMapCoordinates(QPoint(120, 40))))
+    QgsProject.instance().removeAllMapLayers()
