@@ -30,6 +30,8 @@ from ml_core.errors import BfeError, InputError
 
 from . import deps, layers
 from .messages import report_error, report_success
+from .review.panel import ReviewPanel
+from .review.refine_task import RefineTask, round_job
 from .tasks import CoreTask, ExtractJob, ExtractTask, FinetuneTask, RasteriseTask
 from .widgets.chart import TrainingChart
 from .widgets.inputs import InputsPanel
@@ -62,6 +64,11 @@ class BfeDock(QgsDockWidget):
         self.add_section("Labels", self._build_labels())
         self.add_section("Fine-tune", self._build_finetune())
         self.add_section("Extract buildings", self._build_extract())
+        self.review = ReviewPanel(iface.mapCanvas())
+        self.review.refine_requested.connect(self.start_refine)
+        self.review.error.connect(self._error)
+        self.review.message.connect(lambda text: report_success(self.iface.messageBar(), text))
+        self.add_section("Review", self.review)
         self.model = ModelPanel()
         self.model.error.connect(self._error)
         self.add_section("Model", self.model)
@@ -302,8 +309,29 @@ class BfeDock(QgsDockWidget):
         if self.add_probability.isChecked():
             layers.add_probability(job.probability, group)
         footprints, new = layers.add_footprints(job.footprints, group)
+        self.review.set_layer(new)
         report_success(self.iface.messageBar(), f"{footprints.featureCount()} footprints, "
                        f"{new.featureCount()} not in the building layer.")
+
+
+    # -- review round -----------------------------------------------------------------------
+    def start_refine(self) -> None:
+        """Fine-tune again with the review answers and complete areas, from the current model."""
+        self.chart.clear()
+        self._guarded(lambda folder: RefineTask(
+            round_job(self.inputs.raster(), self.inputs.buildings(folder), self.review.layer,
+                      self.review.complete_layer(),
+                      str(self.model.path or self._bundled_base()), folder,
+                      self.train_form.options(), self.inputs.band_list()),
+            self._refined, self._finetune_failed))
+
+    def _refined(self, result) -> None:
+        self._finetuned(result.train)
+        from ml_core.review import read_round_log
+
+        rounds = read_round_log(result.train.model_path)
+        summary = ", ".join(f"round {r['round']}: Dice {r.get('val_dice')}" for r in rounds)
+        report_success(self.iface.messageBar(), f"Review rounds so far: {summary}.")
 
 
 def _describe_device() -> str:

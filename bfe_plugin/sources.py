@@ -41,6 +41,9 @@ def vector_path(layer: QgsVectorLayer | None, out_path: Path, selected_only: boo
     options.driverName = "GPKG"
     options.layerName = "buildings"
     options.onlySelectedFeatures = selected_only
+    # New, unsaved features have no fid yet; writing the key column would collide.
+    keys = set(layer.primaryKeyAttributes())
+    options.attributes = [i for i in range(layer.fields().count()) if i not in keys]
     error, message, _path, _layer = QgsVectorFileWriter.writeAsVectorFormatV3(
         layer, str(out_path), QgsCoordinateTransformContext(), options)
     if error != QgsVectorFileWriter.NoError:

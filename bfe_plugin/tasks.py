@@ -95,7 +95,7 @@ class FinetuneTask(CoreTask):
         self.out_model = out_model
         step = partial(finetune, raster, buildings, out_model, options, base=base_model(base),
                        bands=bands)
-        super().__init__("bfe: fine-tune", _torch_step(step), on_done, on_error)
+        super().__init__("bfe: fine-tune", torch_step(step), on_done, on_error)
 
 
 @dataclass
@@ -114,7 +114,7 @@ class ExtractJob:
     existing: Optional[str] = None  # the user's buildings, to find the new ones
 
 
-def _torch_step(step: Callable[..., Any]) -> Callable[..., Any]:
+def torch_step(step: Callable[..., Any]) -> Callable[..., Any]:
     """``step`` with torch limited to the cores the UI does not need."""
 
     def run(**kwargs: Any) -> Any:
@@ -153,4 +153,4 @@ class ExtractTask(CoreTask):
                                       progress=_stage(progress, self.PREDICT_SHARE,
                                                       1.0 - self.PREDICT_SHARE))
 
-        super().__init__("bfe: extract buildings", _torch_step(step), on_done, on_error)
+        super().__init__("bfe: extract buildings", torch_step(step), on_done, on_error)

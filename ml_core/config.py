@@ -31,7 +31,8 @@ class TrainOptions:
 
     loss: str = _opt("bd_lace_wdice", "Training loss (see ml_core.losses.LOSSES).")
     epochs: int = _opt(30, "Maximum number of epochs.")
-    minutes: Optional[float] = _opt(None, "Time budget in minutes; stops early when reached.")
+    minutes: Optional[float] = _opt(3.0, "Time budget in minutes (0: none); when reached, the "
+                                    "current epoch is validated and training stops.")
     steps_per_epoch: int = _opt(25, "Optimiser steps per epoch.")
     batch_size: int = _opt(4, "Crops per batch (halved automatically on CUDA out-of-memory).")
     crop_size: int = _opt(256, "Training crop size in pixels.")

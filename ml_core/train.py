@@ -278,8 +278,9 @@ def fit(net: UNet, split: Split, card: ModelCard, out_model: PathLike,
                     run.batch_size //= 2
                     torch.cuda.empty_cache()
                     continue
-                emit(progress, _progress(run, len(losses), losses[-1], time.monotonic() - start,
-                                         deadline - time.monotonic(), options, dev_name))
+                event = _progress(run, len(losses), losses[-1], time.monotonic() - start,
+                                  deadline - time.monotonic(), options, dev_name)
+                emit(progress, event)
             if not losses:
                 break
             run.epoch += 1
@@ -300,10 +301,8 @@ def fit(net: UNet, split: Split, card: ModelCard, out_model: PathLike,
             run.elapsed, run.np_rng = time.monotonic() - start, rng.bit_generator.state
             save_model(last_path(out_model), net, card_now)
             save_state(out_model, optimizer, run.__dict__)
-            emit(progress, ProgressEvent(
-                "validate", min(run.epoch / options.epochs, 1.0),
-                f"epoch {run.epoch}: val Dice {'-' if dice is None else f'{dice:.3f}'}",
-                epoch=run.epoch, loss=loss, val_dice=dice, device=dev_name))
+            emit(progress, replace(event, stage="validate", message=f"epoch {run.epoch} done",
+                                   step=None, loss=loss, val_dice=dice, eta_s=None))
             if stopped == "time":
                 break
             if run.bad_epochs >= options.patience:

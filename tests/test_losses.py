@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ml_core.losses import LOSS_DESCRIPTIONS, LOSSES, describe_loss, get_loss
+from ml_core.losses import LOSS_DESCRIPTIONS, LOSSES, BoundaryLoss, describe_loss, get_loss
 from ml_core.losses.functional import max_filter
 
 NAMES = [
@@ -162,8 +162,19 @@ def test_registry_names_defaults_and_descriptions():
     assert LOSSES["dice"]["class_weights"] == (1.0, 1.0)
     assert LOSSES["nr_dice"]["gamma"] == 1.5
     assert (LOSSES["bd_dice"]["theta0"], LOSSES["bd_dice"]["theta"]) == (3, 5)
-    bd = LOSSES["bd_lace_wdice"]
-    assert bd["lace_weight"] == bd["dice_weight"] == bd["boundary_weight"] == 1.0
+    assert LOSSES["bd_lace_wdice"] == {
+        "ignore_index": 255,
+        "tau": 1.0,
+        "prior": (0.9, 0.1),
+        "lace_weight": 1.0,
+        "class_weights": (0.1, 0.9),
+        "smooth": 1e-5,
+        "dice_weight": 1.0,
+        "theta0": 3,
+        "theta": 5,
+        "eps": 1e-7,
+        "boundary_weight": 1.0,
+    }
 
 
 def test_registry_rejects_unknown_names_and_parameters():
@@ -271,6 +282,15 @@ def test_max_filter_matches_max_pool2d(size):
     assert torch.allclose(a.grad, b.grad)
 
 
+def test_memory_layout_does_not_matter():
+    logits, target = _inputs(n=2, h=16, w=16, seed=12)
+    loss = get_loss("bd_lace_wdice")
+    expected = loss(logits, target).item()
+    assert loss(logits.contiguous(memory_format=torch.channels_last), target).item() == expected
+    wide = torch.stack([logits, logits], -1).flatten(-2)  # every other column is a copy
+    assert loss(wide[..., ::2], target).item() == pytest.approx(expected, rel=1e-6)
+
+
 def test_max_filter_survives_nan():
     x = torch.rand(2, 2, 8, 8)
     x[0, 1, 3, 4] = float("nan")
@@ -304,6 +324,14 @@ def test_boundary_is_zero_for_a_perfect_prediction_and_grows_with_shift():
     assert values[0] < 1e-6 and strict_values[0] < 1e-6
     assert strict_values[0] < strict_values[1] < strict_values[2] < strict_values[3]
     assert values[1] < 1e-6 and values[2] < 1e-6 < values[3]
+
+
+def test_boundary_with_three_classes_matches_reference():
+    logits, target = _inputs(n=2, h=12, w=14, seed=11, block=3)
+    logits = torch.cat([logits, torch.randn(2, 1, 12, 14)], 1)
+    target[:, 6:9, 2:8] = 2
+    got = BoundaryLoss()(logits, target)
+    assert got.item() == pytest.approx(ref_boundary(logits, target), rel=1e-4)
 
 
 def test_boundary_ignores_the_edge_of_unknown_regions():

@@ -9,7 +9,7 @@ at once. The fine-tune itself is the dock's job: the panel emits ``refine_reques
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from qgis.core import (
     QgsCoordinateTransform,
@@ -34,7 +34,7 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from ml_core.errors import InputError
+from ml_core.errors import BfeError, InputError
 from ml_core.review import ACCEPTED, PROPOSED, REJECTED, STATUS_FIELD
 
 from .accept import accepted_ids, copy_features
@@ -49,6 +49,7 @@ class ReviewPanel(QWidget):
 
     refine_requested = pyqtSignal()
     message = pyqtSignal(str)
+    error = pyqtSignal(object)  # a BfeError for the message bar (never raised out of a slot)
 
     def __init__(self, canvas: QgsMapCanvas, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
@@ -64,16 +65,27 @@ class ReviewPanel(QWidget):
         self.tool: Optional[CompleteAreaTool] = None
         self.setFocusPolicy(Qt.StrongFocus)
         self._build()
-        self.shortcuts = {key: QShortcut(QKeySequence(key), self, slot,
+        self.shortcuts = {key: QShortcut(QKeySequence(key), self, self._guard(slot),
                                          context=Qt.WidgetWithChildrenShortcut)
                           for key, slot in (("A", self.accept), ("R", self.reject),
                                             ("S", self.skip), ("Space", self.skip))}
         self._show_current()
 
     # -- layout -----------------------------------------------------------------------------
+    def _guard(self, slot: Callable[[], object]) -> Callable[[], None]:
+        """``slot`` for a Qt signal: a user-facing error goes to ``error``, not out of Qt."""
+
+        def run() -> None:
+            try:
+                slot()
+            except BfeError as exc:
+                self.error.emit(exc)
+
+        return run
+
     def _button(self, text: str, slot, tip: str = "") -> QPushButton:
         button = QPushButton(text)
-        button.clicked.connect(slot)
+        button.clicked.connect(self._guard(slot))
         button.setToolTip(tip)
         return button
 

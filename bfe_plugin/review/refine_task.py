@@ -15,9 +15,10 @@ from typing import Optional
 from qgis.core import QgsVectorLayer
 
 from ml_core.config import TrainOptions
+from ml_core.errors import InputError
 
 from ..sources import vector_path
-from ..tasks import CoreTask, OnDone, OnError, _torch_step
+from ..tasks import CoreTask, OnDone, OnError, torch_step
 
 
 @dataclass
@@ -34,10 +35,12 @@ class RoundJob:
     bands: Optional[list] = None
 
 
-def round_job(raster: str, buildings: str, new_layer: QgsVectorLayer,
+def round_job(raster: str, buildings: str, new_layer: Optional[QgsVectorLayer],
               complete_layer: Optional[QgsVectorLayer], current_model: str, folder: Path,
               options: TrainOptions, bands: Optional[list] = None) -> RoundJob:
     """Write the reviewed proposals and the complete areas (if any) to files in ``folder``."""
+    if new_layer is None:
+        raise InputError("Extract buildings and review the proposals before fine-tuning again.")
     complete = None
     if complete_layer is not None and complete_layer.featureCount() > 0:
         complete = vector_path(complete_layer, folder / "complete_areas.gpkg")
@@ -56,5 +59,5 @@ class RefineTask(CoreTask):
         step = partial(run_round, job.raster, job.buildings, job.new_buildings,
                        job.current_model, job.out_model, job.options, job.complete_area,
                        bands=job.bands)
-        super().__init__("bfe: fine-tune again (review round)", _torch_step(step), on_done,
+        super().__init__("bfe: fine-tune again (review round)", torch_step(step), on_done,
                          on_error)

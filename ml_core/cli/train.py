@@ -119,6 +119,8 @@ def _csv(kind):
 
 def register(subparsers) -> None:
     """Add the ``finetune``, ``run`` and ``experiment`` subcommands."""
+    from ..train import DEFAULT_BASE
+
     p = subparsers.add_parser("finetune", help="Fine-tune a model on a raster and OSM buildings.")
     p.add_argument("raster")
     p.add_argument("buildings", nargs="*", help="Building polygon file(s); omit with --mask.")
@@ -143,7 +145,8 @@ def register(subparsers) -> None:
     p.add_argument("--minutes", type=float, default=None, help="Training minutes per run.")
     p.add_argument("--seeds", type=_csv(int), default=None, help="Seeds, e.g. 0,1.")
     p.add_argument("--quick", action="store_true", help="Small preset finishing in < 10 min.")
-    p.add_argument("--base", type=_base_arg, default="none",
-                   help="Start model ('none' = from scratch, as in the letter).")
+    p.add_argument("--base", type=_base_arg, default=str(DEFAULT_BASE),
+                   help="Start model ('none': from scratch, as in the letter; default: the "
+                        "shipped base, which never saw Kampala).")
     p.add_argument("--out", default="experiment_out", help="Output folder.")
     p.set_defaults(func=_cmd_experiment)

@@ -53,7 +53,9 @@ class SegLoss(nn.Module):
         """The loss from the prepared tensors."""
         raise NotImplementedError
 
-    def class_buffer(self, name: str, values: ClassValues, transform: Callable[[Tensor], Tensor]):
+    def class_buffer(
+        self, name: str, values: ClassValues, transform: Callable[[Tensor], Tensor]
+    ) -> None:
         """Register buffer ``name = transform(values)``; ``"auto"`` defers to the frequency."""
         if isinstance(values, str):
             if values != "auto":

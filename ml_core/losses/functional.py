@@ -1,35 +1,34 @@
 """Pure tensor math behind every loss; the modules only hold parameters and compose these.
 
-Notation: logits ``z`` [N, C, H, W]; ``log p = log_softmax(z)`` and ``p = exp(log p)`` are computed
-once per call (:func:`prepare`); ``y`` is the one-hot target and ``v`` the valid-pixel mask
-(``target != ignore_index``). Every sum runs over labelled pixels only (``y`` is 0 and ``v`` is 0
-on unknown pixels), so an unknown pixel contributes nothing to any term. ``n = sum v``, clamped
-to at least 1 so that an all-unknown batch gives 0. Sums ``sum_i`` run over batch and pixels.
+Notation: logits ``z`` [N, C, H, W]; ``log p = log_softmax(z)`` and ``p = exp(log p)``, computed
+once per call by :func:`prepare`; ``y`` is the one-hot target and ``v`` the labelled-pixel mask
+(``target != ignore_index``), both 0 on unknown pixels, so an unknown pixel contributes to no
+term. ``sum_i`` runs over batch and pixels; ``n = max(sum_i v, 1)``, so that an all-unknown
+batch gives 0. Every constant is a parameter of the module (defaults in ``LOSSES``).
 
 - CE: ``-(1/n) sum_i log p_{y_i}(i)``.
-- LACE, logit-adjusted CE (Menon et al. 2021, "Long-tail learning via logit adjustment", ICLR;
-  used for buildings with missing annotations in the IEEE GRSL letter the project follows):
-  ``CE(z + tau log pi)``. As ``log_softmax(z + a) = log p + a - log sum_c p_c e^{a_c}``, it is
-  ``CE + (1/n) sum_i [log sum_c p_c(i) pi_c^tau - tau log pi_{y_i}]``: no second softmax, and
-  the log argument is at least ``min_c pi_c^tau > 0``, hence finite for any logits.
-- Soft Dice per class, summed over the batch:
-  ``d_c = (2 sum_i p_c y_c + s) / (sum_i p_c v + sum_i y_c + s)``; weighted Dice loss
-  ``1 - sum_c w_c d_c / sum_c w_c`` (plain Dice: equal weights).
-- NR-Dice, noise-robust Dice (Wang et al. 2020, COPLE-Net, IEEE TMI 39(8)):
-  ``mean_c sum_i |p_c - y_c|^gamma v / (sum_i p_c v + sum_i y_c + eps)``.
+- LACE, logit-adjusted CE (Menon et al. 2021, "Long-tail learning via logit adjustment",
+  ICLR; the IEEE GRSL letter on building extraction with missing annotations uses it):
+  ``CE(z + tau log pi)``, pi the class prior. As ``log_softmax(z + a) = log p + a -
+  log sum_c p_c e^{a_c}``, it equals ``CE + (1/n) sum_i v [log sum_c p_c pi_c^tau - tau log
+  pi_{y_i}]``: no second softmax, and the log argument is at least ``min_c pi_c^tau > 0``.
+- Dice, per class over the whole batch: ``d_c = (2 sum_i p_c y_c + smooth) / (sum_i p_c v +
+  sum_i y_c + smooth)``; loss ``1 - sum_c w_c d_c / sum_c w_c`` (``dice``: equal weights).
+- NR-Dice, noise-robust Dice (Wang et al. 2020, "A noise-robust framework for automatic
+  segmentation of COVID-19 pneumonia lesions from CT images", IEEE TMI):
+  ``mean_c sum_i v |p_c - y_c|^gamma / (sum_i p_c v + sum_i y_c + eps)``.
 - ELL, exponential logarithmic loss (Wong et al. 2018, "3D segmentation with exponential
   logarithmic loss for highly unbalanced object sizes", MICCAI):
-  ``w_dice mean_c (-ln d_c)^g_dice + w_ce (1/n) sum_i w_{y_i} (-ln p_{y_i}(i))^g_ce`` with
-  ``w_c = (sum_k f_k / f_c)^0.5`` from class frequencies ``f``. ``x^g`` is evaluated as
-  ``max(x, tiny)^g - tiny^g`` so that it keeps a finite gradient (g < 1) at a perfect prediction.
+  ``w_dice mean_c (-ln d_c)^gamma_dice + w_ce (1/n) sum_i v w_{y_i} (-ln p_{y_i})^gamma_ce``,
+  class weights ``w_c = (sum_k f_k / f_c)^0.5`` from class frequencies ``f``; ``x^g`` is
+  evaluated as ``max(x, tiny)^g - tiny^g``, finite in gradient (g < 1) at a perfect prediction.
 - Boundary loss (Bokhovkin & Burnaev 2019, "Boundary loss for remote sensing imagery semantic
   segmentation", ISNN): for the one-hot target and for ``p`` (maps ``M``),
   ``B = maxpool_theta0(1 - M) - (1 - M)`` and ``E = maxpool_theta(B)`` (stride 1, same size,
-  nothing beyond the image border);
-  per image and class ``P = sum B_pred E_gt / sum B_pred``, ``R = sum E_pred B_gt / sum B_gt``,
-  ``BF1 = 2PR / (P + R)``; the term is the mean of ``1 - BF1`` over the (image, class) pairs whose
-  target has a boundary (0, still on the graph, when none has). Unknown pixels, see
-  :func:`boundary_f1_loss`.
+  nothing beyond the border); per image and class ``P = sum B_pred E_gt / (sum B_pred + eps)``,
+  ``R = sum E_pred B_gt / (sum B_gt + eps)``, ``BF1 = 2PR / (P + R + eps)``; the loss is the
+  mean of ``1 - BF1`` over the (image, class) pairs whose target has a boundary, and 0 (still on
+  the graph) when none has. Unknown pixels: see :func:`boundary_f1_loss`.
 """
 
 from __future__ import annotations
@@ -78,7 +77,7 @@ def pixel_nll(batch: Prepared) -> Tensor:
 
 def cross_entropy(batch: Prepared) -> Tensor:
     """Mean cross-entropy over labelled pixels."""
-    return pixel_nll(batch).sum() / batch.n_valid
+    return -(batch.onehot * batch.log_probs).sum() / batch.n_valid
 
 
 def logit_adjustment(batch: Prepared, log_prior: Tensor, tau: float) -> Tensor:
@@ -151,10 +150,11 @@ def _max_filter_(x: Tensor, size: int) -> Tensor:
 
 
 class _KeyedMaxFilter(torch.autograd.Function):
-    """Max filter of a float32 map >= 0 whose forward also finds the arg-max, cheaply.
+    """Max filter of a float32 map in [0, 1] whose forward also finds the arg-max, cheaply.
 
     Widening float32 to float64 leaves 29 zero mantissa bits; they receive the reversed pixel
-    index (plus bit 61, already set for every non-zero float32, so that 0 is no subnormal).
+    index (plus bit 61, already set for every non-zero float32 below 2, so that 0 is no
+    subnormal).
     Keys are unique and ordered as (value, -index), so one max filter over the keys gives the
     value (rounding back to float32 is exact) and the first arg-max in row-major order, as
     ``max_pool2d`` does; the backward is ``max_pool2d``'s own.
@@ -186,11 +186,13 @@ class _KeyedMaxFilter(torch.autograd.Function):
 
 
 def max_filter(x: Tensor, size: int) -> Tensor:
-    """``size`` x ``size`` max filter of a map >= 0, [N, C, H, W]: odd size, stride 1, same size.
+    """``size`` x ``size`` max filter of maps in [0, 1], [N, C, H, W]; odd size, stride 1.
 
-    Nothing beyond the image border counts. Values and gradients equal ``max_pool2d``'s, which
-    is used as is for float64 and huge planes; the float32 paths are 4-10x faster on CPU.
+    Same size, nothing beyond the border counts. Values and gradients are ``max_pool2d``'s, which
+    is used as is off CPU, for float64 and for huge planes; the CPU float32 paths are 4-10x faster.
     """
+    if x.device.type != "cpu":
+        return F.max_pool2d(x, size, 1, size // 2)
     if not (x.requires_grad and torch.is_grad_enabled()):
         return _max_filter_(x.clone(), size)
     if x.dtype == torch.float32 and x.shape[2] * x.shape[3] <= 1 << 28:

@@ -97,6 +97,8 @@ def test_finetune_then_extract_as_tasks_without_blocking_the_ui(dock, layers):
     assert {"footprints", "new buildings", "building probability"} <= set(added), \
         dock.iface.messageBar().get_messages(Qgis.Warning)
     assert all(layer.isValid() for layer in added.values())
+    # the review section now steps through exactly the new-buildings layer just added
+    assert dock.review.layer is added["new buildings"]
 
 
 def test_cancel_stops_fine_tuning(dock, layers):

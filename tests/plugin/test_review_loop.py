@@ -19,7 +19,7 @@ from qgis.core import (
 from qgis.gui import QgsMapMouseEvent
 from qgis.PyQt.QtCore import QEvent, QPoint, Qt
 from qgis.PyQt.QtTest import QTest
-from qgis.PyQt.QtWidgets import QApplication
+from qgis.PyQt.QtWidgets import QApplication, QPushButton
 
 from .conftest import engine_ready, wait_for
 
@@ -207,6 +207,10 @@ def test_panel_order_skip_and_bulk_actions(proposals, qgis_canvas):
     statuses = [proposals.getFeature(f)["status"] for f in panel.order]
     assert statuses == ["accepted", "accepted", "rejected", "rejected"]
     assert not proposals.isEditable()  # bfe's own layer: decisions are committed
+    errors: list = []
+    panel.error.connect(errors.append)
+    next(b for b in panel.findChildren(QPushButton) if b.text() == "Copy accepted").click()
+    assert "Choose the building layer" in str(errors[0])  # no target: a message, no exception
 
 
 def test_copy_into_a_scratch_layer_sets_source_and_reprojects(proposals, qgis_canvas):
