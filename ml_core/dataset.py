@@ -43,12 +43,9 @@ class Split:
     val_windows: list[tuple[int, int, int, int, int]]  # (region index, x, y, w, h) to score
 
 
-def _read_mask(path: PathLike, xoff: int, yoff: int, xsize: int, ysize: int,
+def _read_mask(ds: gdal.Dataset, xoff: int, yoff: int, xsize: int, ysize: int,
                out_size: tuple[int, int]) -> np.ndarray:
     """Read a mask window with nearest-neighbour resampling (labels must not be blended)."""
-    ds = gdal.Open(str(path))
-    if ds is None:
-        raise InputError(f"Label mask {path} cannot be opened. Re-run the rasterisation.")
     arr = ds.GetRasterBand(1).ReadAsArray(
         xoff, yoff, xsize, ysize, buf_xsize=out_size[0], buf_ysize=out_size[1],
         resample_alg=gdal.GRIORA_NearestNeighbour)
@@ -63,7 +60,11 @@ def load_regions(raster: PathLike, mask_path: PathLike, bands: Sequence[int], gs
     Windows without any labelled pixel are skipped; invalid (nodata) pixels become unknown.
     """
     ds = rio.open_raster(raster)
-    mask_ds = gdal.Open(str(mask_path))
+    try:
+        mask_ds = gdal.Open(str(mask_path))
+    except RuntimeError as exc:
+        raise InputError(f"Label mask {mask_path} cannot be opened ({exc}). "
+                         "Rasterise the labels again.") from exc
     size = (ds.RasterXSize, ds.RasterYSize)
     if mask_ds is None or (mask_ds.RasterXSize, mask_ds.RasterYSize) != size:
         raise InputError(f"Label mask {mask_path} does not match the grid of {raster}. "
@@ -77,7 +78,7 @@ def load_regions(raster: PathLike, mask_path: PathLike, bands: Sequence[int], gs
         for xoff in range(0, ds.RasterXSize, step):
             w, h = min(step, ds.RasterXSize - xoff), min(step, ds.RasterYSize - yoff)
             out = (max(1, round(w * scale)), max(1, round(h * scale)))
-            mask = _read_mask(mask_path, xoff, yoff, w, h, out)
+            mask = _read_mask(mask_ds, xoff, yoff, w, h, out)
             if not (mask != UNKNOWN).any():
                 continue
             img, valid = rio.read_window(ds, list(bands), xoff, yoff, w, h, out_size=out)

@@ -137,11 +137,12 @@ def _dice_by_threshold(probs: np.ndarray, masks: np.ndarray) -> dict[float, floa
 
 @torch.no_grad()
 def predict_batches(net: torch.nn.Module, images: np.ndarray, device: torch.device,
-                    batch_size: int) -> np.ndarray:
+                    batch_size: int, cancel: Optional[CancelToken] = None) -> np.ndarray:
     """Building probability for images [N,C,H,W] (H, W multiples of the net's ``multiple``)."""
     net.eval()
     out = []
     for i in range(0, len(images), batch_size):
+        check_cancel(cancel)
         x = torch.from_numpy(images[i:i + batch_size]).to(device)
         with torch.autocast(device.type, dtype=amp_dtype(device) or torch.float32,
                             enabled=amp_dtype(device) is not None):
@@ -199,12 +200,12 @@ def _train_step(net, optimizer, scaler, loss_fn, imgs, masks, device, amp) -> fl
     return float(loss.detach())
 
 
-def _validate(net: UNet, val: list, device: torch.device,
-              batch: int) -> tuple[float, Optional[float]]:
+def _validate(net: UNet, val: list, device: torch.device, batch: int,
+              cancel: Optional[CancelToken]) -> tuple[float, Optional[float]]:
     """(threshold, Dice) maximising Dice on the held-out crops; (0.5, None) without any."""
     if not val:
         return 0.5, None
-    probs = predict_batches(net, np.stack([v[0] for v in val]), device, batch)
+    probs = predict_batches(net, np.stack([v[0] for v in val]), device, batch, cancel)
     scores = _dice_by_threshold(probs, np.stack([v[1] for v in val]))
     return max(scores.items(), key=lambda kv: kv[1])
 
@@ -285,7 +286,7 @@ def fit(net: UNet, split: Split, card: ModelCard, out_model: PathLike,
                 break
             run.epoch += 1
             scheduler.step()
-            threshold, dice = _validate(net, val, device, run.batch_size)
+            threshold, dice = _validate(net, val, device, run.batch_size, cancel)
             loss = float(np.mean(losses))
             run.history.append({"epoch": run.epoch, "loss": loss, "val_dice": dice,
                                 "threshold": threshold,
