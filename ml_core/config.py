@@ -68,7 +68,7 @@ class ExtractOptions:
     """How a probability raster becomes footprint polygons."""
 
     threshold: float = _opt(0.5, "Probability above which a pixel is building.")
-    min_area: float = _opt(4.0, "Drop polygons smaller than this many square metres.")
+    min_area: float = _opt(15.0, "Drop polygons smaller than this many square metres.")
     simplify: float = _opt(1.0, "Simplification tolerance in pixels of ground distance.")
     regularize: bool = _opt(False, "Square corners where the area stays within ±30 %.")
     existing_overlap: float = _opt(

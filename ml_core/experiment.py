@@ -146,6 +146,7 @@ def run_experiment(data: Optional[PathLike], out: PathLike, config: ExperimentCo
                          "threshold": threshold, "val_dice": trained.best_val_dice,
                          "epochs": trained.epochs_run, "train_seconds": trained.seconds,
                          "collapsed": result["dice"] < COLLAPSED_DICE})
+            write_csv(rows, out / "results.csv")  # after each run, so a long grid can be read early
     wall = time.monotonic() - start
     return [write_csv(rows, out / "results.csv"), write_table(rows, config, wall, out / "table.md"),
             write_chart(rows, out / "dice.png")]
