@@ -68,7 +68,9 @@ def test_diag(dock, layers, monkeypatch):
     for a, b in beats:
         if b - a > 0.1:
             print(f"GAP {a-T0:.3f}..{b-T0:.3f} = {b-a:.3f}")
-            for t0, t1, d, name in log:
-                if t0 < b and t1 > a:
-                    print(f"    {t0-T0:.3f}..{t1-T0:.3f} ({t1-t0:.3f}) {'  '*d}{name}")
+            hits = [e for e in log if e[0] < b and e[1] > a and 'importlib' not in e[3]
+                    and 'builtins.exec' not in e[3]]
+            hits.sort(key=lambda e: -e[2])
+            for t0, t1, d, name in hits[:6] + [h for h in hits if h[2] < 12][-8:]:
+                print(f"    {t0-T0:.3f}..{t1-T0:.3f} ({t1-t0:.3f}) d{d} {name}")
     print("MAXGAP", max(b - a for a, b in beats))
