@@ -17,6 +17,8 @@ class OptionSpec:
     help: str
     choices: tuple = ()
     optional: bool = False  # None is allowed (e.g. "no time budget", "default learning rate")
+    minimum: Any = None  # bounds from the field metadata (ml_core validates them too)
+    maximum: Any = None
 
     @property
     def label(self) -> str:
@@ -56,5 +58,5 @@ def option_specs(options_cls: type) -> list[OptionSpec]:
             choices = (f.default, *choices)
         default = f.default if f.default is not MISSING else None
         specs.append(OptionSpec(f.name, kind, default, f.metadata.get("help", ""), choices,
-                                optional))
+                                optional, f.metadata.get("min"), f.metadata.get("max")))
     return specs

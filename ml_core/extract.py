@@ -26,6 +26,7 @@ from osgeo import gdal, ogr, osr
 
 from . import raster as rio
 from .config import ExtractOptions
+from .errors import InputError
 from .events import CancelToken, ProgressCallback, ProgressEvent, check_cancel, emit
 from .geometry import (
     AreaMeter,
@@ -211,6 +212,16 @@ def _write(path: Path, footprints: list, srs: osr.SpatialReference, ct) -> None:
         layer.CommitTransaction()
 
 
+def _check_probability(ds: gdal.Dataset, path) -> None:
+    """Refuse an image given where a probability raster (one Float32 band) is expected."""
+    band = ds.GetRasterBand(1)
+    if ds.RasterCount != 1 or band.DataType not in (gdal.GDT_Float32, gdal.GDT_Float64):
+        raise InputError(
+            f"{path} looks like an image ({ds.RasterCount} band(s) of "
+            f"{gdal.GetDataTypeName(band.DataType)}), not a building probability raster. "
+            "Give a model (-m MODEL) to predict first, or the output of 'bfe predict'.")
+
+
 def extract_footprints(prob_path: rio.RasterLike, out_path: PathLike,
                        options: Optional[ExtractOptions] = None, existing=None,
                        crs: Optional[str] = None, progress: Optional[ProgressCallback] = None,
@@ -222,6 +233,7 @@ def extract_footprints(prob_path: rio.RasterLike, out_path: PathLike,
     """
     options = options or ExtractOptions()
     ds = rio.open_raster(prob_path)
+    _check_probability(ds, prob_path)
     check_writable(out_path)
     srs = srs_of(ds)
     out_srs = srs_of(crs) if crs else srs

@@ -163,6 +163,7 @@ def ignore_confident(net: torch.nn.Module, split: Split, threshold: float,
     """Mark unknown the training background pixels the base model calls building with
     probability above ``threshold`` (likely unmapped buildings); returns how many."""
     changed = 0
+    net.to(device)
     for reg in split.train:
         hit = (reg.mask == 0) & (predict_region(net, reg.image, device) > threshold)
         reg.mask[hit] = UNKNOWN

@@ -35,3 +35,18 @@ def test_user_error_exits_2_without_traceback(tmp_path):
     assert "Traceback" not in proc.stderr
     assert "nope.tif" in proc.stderr
     assert not (tmp_path / "m.tif").exists()
+
+
+@pytest.mark.parametrize(("command", "flag", "value"), [
+    ("predict", "--batch-size", "0"),
+    ("predict", "--overlap", "-1"),
+    ("extract", "--threshold", "1.5"),
+])
+def test_out_of_range_option_is_a_clear_error(tmp_path, capsys, command, flag, value):
+    args = [command, str(tmp_path / "in.tif"), "-o", str(tmp_path / "out"), flag, value]
+    if command == "predict":
+        args += ["-m", str(tmp_path / "m.safetensors")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"Option {flag} must be" in err
+    assert "Traceback" not in err

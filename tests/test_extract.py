@@ -97,3 +97,11 @@ def test_bad_inputs(make_raster, make_vector, tmp_path):
     with pytest.raises(InputError, match="coordinate reference system"):
         extract_footprints(make_raster("n.tif", epsg=None), tmp_path / "x.gpkg")
     assert not (tmp_path / "x.gpkg").exists()
+
+
+def test_an_image_is_not_taken_for_a_probability_raster(make_raster, tmp_path):
+    image = make_raster("rgb.tif", bands=3)
+    out = tmp_path / "fp.gpkg"
+    with pytest.raises(InputError, match=r"rgb\.tif looks like an image.*-m MODEL"):
+        extract_footprints(image, out)
+    assert not out.exists()

@@ -43,7 +43,10 @@ def option_parameter(spec: OptionSpec, advanced: bool) -> QgsProcessingParameter
         number = (QgsProcessingParameterNumber.Integer if spec.kind is int
                   else QgsProcessingParameterNumber.Double)
         param = QgsProcessingParameterNumber(spec.name, spec.label, number, spec.default,
-                                             optional=spec.optional, minValue=0)
+                                             optional=spec.optional,
+                                             minValue=spec.minimum or 0)
+        if spec.maximum is not None:
+            param.setMaximum(spec.maximum)
     else:
         param = QgsProcessingParameterString(spec.name, spec.label, spec.default,
                                              optional=spec.optional)

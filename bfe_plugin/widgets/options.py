@@ -22,6 +22,13 @@ from ..optionspec import OptionSpec, option_specs
 MAX_NUMBER = 1_000_000
 
 
+def _bounds(spec: OptionSpec) -> tuple:
+    """Spin-box range; an optional option keeps 0 as its "default" value."""
+    low = 0 if spec.optional or spec.minimum is None else spec.minimum
+    high = MAX_NUMBER if spec.maximum is None else spec.maximum
+    return (spec.kind(low), spec.kind(high))
+
+
 def _editor(spec: OptionSpec) -> QWidget:
     if spec.choices:
         editor = QComboBox()
@@ -30,11 +37,11 @@ def _editor(spec: OptionSpec) -> QWidget:
         editor = QCheckBox()
     elif spec.kind is int:
         editor = QSpinBox()
-        editor.setRange(0, MAX_NUMBER)
+        editor.setRange(*_bounds(spec))
     elif spec.kind is float:
         editor = QDoubleSpinBox()
         editor.setDecimals(4)
-        editor.setRange(0.0, MAX_NUMBER)
+        editor.setRange(*_bounds(spec))
         if spec.optional:
             editor.setSpecialValueText("default")  # 0 means None
     else:
