@@ -91,11 +91,17 @@ class PredictOptions(_Checked):
     tta: bool = _opt(False, "Flip test-time augmentation (slower, slightly higher recall).")
 
 
+DEFAULT_THRESHOLD = 0.5  # when neither the user nor a model chose one
+THRESHOLD_KEY = "BFE_THRESHOLD"  # metadata item: the model's threshold, on its probability raster
+
+
 @dataclass
 class ExtractOptions(_Checked):
     """How a probability raster becomes footprint polygons."""
 
-    threshold: float = _opt(0.5, "Probability above which a pixel is building.", min=0.0, max=1.0)
+    threshold: Optional[float] = _opt(
+        None, "Probability above which a pixel is building (default: the one the model chose on "
+        "held-out blocks, stored with its probability raster; 0.5 without one).", min=0.0, max=1.0)
     min_area: float = _opt(15.0, "Drop polygons smaller than this many square metres.", min=0.0)
     simplify: float = _opt(1.0, "Simplification tolerance in pixels of ground distance.", min=0.0)
     regularize: bool = _opt(False, "Square corners where the area stays within ±30 %.")
@@ -106,6 +112,8 @@ class ExtractOptions(_Checked):
 
 
 __all__ = [
+    "DEFAULT_THRESHOLD",
+    "THRESHOLD_KEY",
     "ExtractOptions",
     "PredictOptions",
     "RasterizeOptions",

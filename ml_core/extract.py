@@ -25,7 +25,7 @@ import numpy as np
 from osgeo import gdal, ogr, osr
 
 from . import raster as rio
-from .config import ExtractOptions
+from .config import DEFAULT_THRESHOLD, THRESHOLD_KEY, ExtractOptions
 from .errors import InputError
 from .events import CancelToken, ProgressCallback, ProgressEvent, check_cancel, emit
 from .geometry import (
@@ -212,6 +212,13 @@ def _write(path: Path, footprints: list, srs: osr.SpatialReference, ct) -> None:
         layer.CommitTransaction()
 
 
+def probability_threshold(ds: gdal.Dataset, options: ExtractOptions) -> float:
+    """The user's threshold, else the one the model stored with its probability raster."""
+    if options.threshold is not None:
+        return options.threshold
+    return float(ds.GetMetadataItem(THRESHOLD_KEY) or DEFAULT_THRESHOLD)
+
+
 def _check_probability(ds: gdal.Dataset, path) -> None:
     """Refuse an image given where a probability raster (one Float32 band) is expected."""
     band = ds.GetRasterBand(1)
@@ -248,7 +255,7 @@ def extract_footprints(prob_path: rio.RasterLike, out_path: PathLike,
     splitter = _NewSplitter(existing_geoms, max(EXISTING_BUFFER_M, px_m) * to_crs,
                             MIN_WIDTH_M * to_crs, options.min_area, options.existing_overlap, meter)
     emit(progress, ProgressEvent("extract", 0.0, "polygonising"))
-    blobs = binary_polygons(ds, options.threshold, cancel=cancel)
+    blobs = binary_polygons(ds, probability_threshold(ds, options), cancel=cancel)
     footprints = []
     for i, blob in enumerate(blobs):
         if i % 200 == 0:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Optional, Union
 
@@ -75,7 +75,7 @@ def run(raster: Optional[PathLike] = None, buildings: Optional[PathLike] = None,
                           progress=progress, cancel=cancel)
     lap("predict")
     card = read_card(trained.model_path)
-    eopts = replace(extract_options or ExtractOptions(), threshold=card.threshold)
+    eopts = extract_options or ExtractOptions()
     result = extract_footprints(prob, out / "footprints.gpkg", eopts, existing=buildings,
                                 progress=progress, cancel=cancel)
     check_cancel(cancel)

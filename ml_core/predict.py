@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from osgeo import gdal, ogr
 
 from . import raster as rio
-from .config import PredictOptions
+from .config import THRESHOLD_KEY, PredictOptions
 from .device import select_device
 from .errors import InputError
 from .events import CancelToken, ProgressCallback, ProgressEvent, check_cancel, emit
@@ -185,6 +185,7 @@ def predict_raster(raster: rio.RasterLike, model: Union[LoadedModel, PathLike],
     with atomic_output(out_path) as tmp:
         out = rio.create_like(ds, tmp, region.x, region.y, region.w, region.h,
                               gdal.GDT_Float32, nodata=NODATA)
+        out.SetMetadataItem(THRESHOLD_KEY, repr(card.threshold))
         blender = StripBlender(out.GetRasterBand(1), ds, region, tile,
                                blend_weights(tile, overlap), aoi_src[1])
         for start in range(0, len(windows), options.batch_size):

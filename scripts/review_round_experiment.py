@@ -29,7 +29,6 @@ from ml_core.extract import extract_footprints
 from ml_core.geometry import BoxIndex, PolygonSet, read_polygons
 from ml_core.labels import drop_buildings
 from ml_core.metrics import object_metrics
-from ml_core.modelfile import read_card
 from ml_core.predict import predict_raster
 from ml_core.train import DEFAULT_BASE, finetune
 
@@ -40,7 +39,7 @@ DATA = REPO.parent / "shared" / "data" / "hotosm" / "kampala"
 def extract(raster: Path, model: Path, existing: str, out: Path) -> Path:
     """Predict and polygonise with the model's own (held-out) threshold; returns the GPKG."""
     prob = predict_raster(raster, model, out.with_suffix(".prob.tif"), PredictOptions(device="cpu"))
-    opts = replace(ExtractOptions(), threshold=read_card(model).threshold)
+    opts = ExtractOptions()
     return extract_footprints(prob, out, opts, existing=existing).path
 
 

@@ -105,3 +105,18 @@ def test_an_image_is_not_taken_for_a_probability_raster(make_raster, tmp_path):
     with pytest.raises(InputError, match=r"rgb\.tif looks like an image.*-m MODEL"):
         extract_footprints(image, out)
     assert not out.exists()
+
+
+def test_threshold_defaults_to_the_one_stored_by_the_model(make_raster, tmp_path):
+    from osgeo import gdal
+
+    from ml_core.config import THRESHOLD_KEY
+
+    raster = prob_raster(make_raster, "t.tif", [(5, 5, 15, 15, 0.9), (30, 10, 50, 18, 0.6)])
+    assert extract_footprints(raster, tmp_path / "a.gpkg").footprints == 2  # 0.5 without a model
+    ds = gdal.Open(str(raster), gdal.GA_Update)
+    ds.SetMetadataItem(THRESHOLD_KEY, "0.7")
+    ds = None
+    assert extract_footprints(raster, tmp_path / "b.gpkg").footprints == 1  # the model's 0.7
+    chosen = ExtractOptions(threshold=0.55)
+    assert extract_footprints(raster, tmp_path / "c.gpkg", chosen).footprints == 2  # user wins

@@ -9,7 +9,7 @@ from conftest import pixel_box
 from osgeo import gdal
 from torch import nn
 
-from ml_core.config import PredictOptions
+from ml_core.config import THRESHOLD_KEY, PredictOptions
 from ml_core.errors import InputError
 from ml_core.modelfile import LoadedModel, ModelCard
 from ml_core.predict import NODATA, predict_raster
@@ -77,6 +77,8 @@ def test_small_raster_masked_pixels_and_output_format(make_raster, tmp_path):
     assert ds.GetGeoTransform() == gdal.Open(str(raster)).GetGeoTransform()
     prob = band.ReadAsArray()
     assert (prob[:5] == NODATA).all() and (prob[5:] > 0.5).all()
+    # the model's threshold travels with its probability raster, for extraction
+    assert ds.GetMetadataItem(THRESHOLD_KEY) == "0.5"
 
 
 def test_extent_and_aoi(make_raster, make_vector, tmp_path):

@@ -7,7 +7,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from ..config import ExtractOptions, PredictOptions, RasterizeOptions, replace
+from ..config import ExtractOptions, PredictOptions, RasterizeOptions
 from . import add_options, options_from_args
 from .train import ProgressBar, ctrl_c_cancels
 
@@ -73,10 +73,8 @@ def register(subparsers) -> None:
                    help="Existing building footprints (e.g. OSM) for the new_buildings layer.")
     p.add_argument("--crs", default=None, help="Output CRS, e.g. EPSG:4326 (default: raster's).")
     p.add_argument("--prob", default=None, help="Also keep the probability GeoTIFF here.")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="Probability threshold (default: the model card's, else 0.5).")
     _add_predict_args(p)
-    add_options(p, ExtractOptions, skip=("threshold",))
+    add_options(p, ExtractOptions)
     p.set_defaults(func=_cmd_extract)
 
     p = subparsers.add_parser("evaluate", help="Pixel and object metrics against true buildings.")
@@ -134,12 +132,10 @@ def _cmd_extract(args: argparse.Namespace) -> int:
 
     options = options_from_args(args, ExtractOptions)
     with ctrl_c_cancels() as cancel, tempfile.TemporaryDirectory() as tmp:
-        prob, threshold = args.raster, args.threshold
+        prob = args.raster
         if args.model:
             prob = args.prob or str(Path(tmp) / "probability.tif")
-            model = _predict(args, prob, cancel)
-            threshold = model.card.threshold if threshold is None else threshold
-        options = replace(options, threshold=0.5 if threshold is None else threshold)
+            _predict(args, prob, cancel)
         res = extract_footprints(prob, args.output, options, existing=args.existing,
                                  crs=args.crs, progress=ProgressBar(), cancel=cancel)
     print(f"{res.footprints} footprints ({res.new} new) written to {res.path}.")
