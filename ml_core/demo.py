@@ -14,6 +14,7 @@ from typing import Optional, Union
 
 from .config import TrainOptions
 from .events import CancelToken, ProgressCallback
+from .io_utils import atomic_output
 from .labels import drop_buildings
 from .metrics import object_metrics
 from .pipeline import SAMPLE_BUILDINGS, SAMPLE_RASTER, run
@@ -64,7 +65,8 @@ def run_demo(
             (out / "footprints.gpkg", "new_buildings", NEW_COLOUR),
         ],
     )
-    (out / "demo_scores.json").write_text(json.dumps(scores, indent=2), encoding="utf-8")
+    with atomic_output(out / "demo_scores.json") as tmp:
+        tmp.write_text(json.dumps(scores, indent=2), encoding="utf-8")
     return scores
 
 

@@ -31,6 +31,7 @@ from .geometry import burn, memory_layer, read_polygons
 from .io_utils import atomic_output
 from .labels import UNKNOWN, drop_buildings, rasterize_labels, read_mask
 from .losses import LOSSES
+from .metrics import pixel_metrics
 from .modelfile import read_card
 from .predict import predict_raster
 from .train import finetune
@@ -92,17 +93,14 @@ def score(prob: np.ndarray, threshold: float, complete: np.ndarray, test: np.nda
     """Dice/IoU on the test columns and the recall of dropped buildings elsewhere."""
     pred = prob > threshold
     known = test & (complete != UNKNOWN)
-    y = complete == 1
-    tp = int((pred & y & known).sum())
-    fp = int((pred & ~y & known).sum())
-    fn = int((~pred & y & known).sum())
+    pixels = pixel_metrics(pred, complete == 1, known)
     ids = np.where(test, 0, dropped_ids).ravel()
     n = int(ids.max()) if ids.size else 0
     area = np.bincount(ids, minlength=n + 1)[1:]
     hit = np.bincount(ids, weights=pred.ravel(), minlength=n + 1)[1:]
     present = area > 0
     found = int(((hit >= 0.5 * area) & present).sum())
-    return {"dice": 2 * tp / max(2 * tp + fp + fn, 1), "iou": tp / max(tp + fp + fn, 1),
+    return {"dice": pixels["dice"], "iou": pixels["iou"],
             "dropped_recall": found / max(int(present.sum()), 1) if present.any() else None,
             "n_dropped": int(present.sum()), "predicted_share": float(pred[known].mean())}
 

@@ -43,11 +43,15 @@ def pixel_counts(pred: np.ndarray, truth: np.ndarray, valid: Optional[np.ndarray
             int((~pred & truth & valid).sum()))
 
 
+def pixel_metrics_from_counts(tp: int, fp: int, fn: int) -> dict:
+    """Dice, IoU, TP, FP, FN from accumulated counts (e.g. over several regions)."""
+    dice, iou = _ratios(tp, fp, fn)
+    return {"dice": dice, "iou": iou, "tp": int(tp), "fp": int(fp), "fn": int(fn)}
+
+
 def pixel_metrics(pred: np.ndarray, truth: np.ndarray, valid: Optional[np.ndarray] = None) -> dict:
     """Dice, IoU, TP, FP, FN of two boolean masks over ``valid`` pixels."""
-    tp, fp, fn = pixel_counts(pred, truth, valid)
-    dice, iou = _ratios(tp, fp, fn)
-    return {"dice": dice, "iou": iou, "tp": tp, "fp": fp, "fn": fn}
+    return pixel_metrics_from_counts(*pixel_counts(pred, truth, valid))
 
 
 def tile_counts(pred: np.ndarray, truth: np.ndarray, valid: np.ndarray, tile: int) -> np.ndarray:

@@ -33,6 +33,7 @@ from ml_core import raster as rio  # noqa: E402
 from ml_core.config import TrainOptions  # noqa: E402
 from ml_core.dataset import UNKNOWN, Region, load_regions, split_blocks  # noqa: E402
 from ml_core.labels import rasterize_labels  # noqa: E402
+from ml_core.metrics import pixel_counts, pixel_metrics_from_counts  # noqa: E402
 from ml_core.model import UNet  # noqa: E402
 from ml_core.modelfile import ModelCard, load_model, save_model  # noqa: E402
 from ml_core.pipeline import SAMPLE_RASTER  # noqa: E402
@@ -86,15 +87,11 @@ def area_regions(data: Path, raster: str, buildings: str, gsd: float, tmp: Path,
 
 def dice(net: UNet, regions: list[Region], threshold: float) -> float:
     """Pixel Dice of the network on labelled pixels of whole regions."""
-    tp = fp = fn = 0
+    counts = np.zeros(3, np.int64)
     for reg in regions:
         pred = predict_region(net, reg.image, torch.device("cpu")) > threshold
-        known = reg.mask != UNKNOWN
-        y = reg.mask == 1
-        tp += int((pred & y & known).sum())
-        fp += int((pred & ~y & known).sum())
-        fn += int((~pred & y & known).sum())
-    return 2 * tp / max(2 * tp + fp + fn, 1)
+        counts += pixel_counts(pred, reg.mask == 1, reg.mask != UNKNOWN)
+    return pixel_metrics_from_counts(*counts)["dice"]
 
 
 def main() -> None:
