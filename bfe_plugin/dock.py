@@ -338,4 +338,7 @@ def _describe_device() -> str:
     """Imports torch, on the UI thread once: importing it inside a worker thread can crash."""
     from ml_core.device import describe_device
 
+    from .tasks import preload_torch
+
+    preload_torch()
     return describe_device()

@@ -5,7 +5,9 @@ A task runs one ml_core step in a QGIS worker thread. It only adapts the progres
 the UI thread by Qt) and cancellation to ``CancelToken(is_cancelled=self.isCanceled)``. It never
 touches widgets, layers or the project: ``finished()`` (UI thread) hands the result to
 ``on_done`` or the error to ``on_error``. The ml_core step is imported in ``__init__``, on the
-UI thread: importing torch inside a worker thread can crash QGIS.
+UI thread: importing torch inside a worker thread can crash QGIS. The same holds for what torch
+imports lazily on first use (:func:`preload_torch`): an import in the worker also blocks the UI,
+because the many new objects trigger full garbage collections there, which hold the GIL.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from qgis.core import QgsTask
+from qgis.core import Qgis, QgsMessageLog, QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
 from ml_core.config import ExtractOptions, PredictOptions, RasterizeOptions, TrainOptions
@@ -28,6 +30,34 @@ from .sources import base_model
 
 OnDone = Callable[[Any], None]
 OnError = Callable[[BaseException, str], None]
+_TORCH_READY = False
+
+
+def preload_torch() -> None:
+    """Import torch and what it imports lazily on first use, on the calling (UI) thread.
+
+    The optimisers' ``@torch._disable_dynamo`` methods import ``torch._dynamo`` (with sympy and
+    mpmath, about 800 modules) on their first call, and ``step`` imports a profiler module. Done
+    in a worker thread, those imports trigger full (generation 2) garbage collections there that
+    hold the GIL for 0.1-0.3 s each, freezing the QGIS event loop. A zero-learning-rate step of
+    each optimiser triggers them here instead. Runs once; a failure here (e.g. an older sympy
+    on the path that torch._dynamo rejects) is left for the task to report as its error.
+    """
+    global _TORCH_READY
+    if _TORCH_READY:
+        return
+    _TORCH_READY = True
+    import torch
+
+    try:
+        import torch._dynamo  # named: the import the warm-up below must not miss
+
+        param = torch.zeros(1, requires_grad=True)
+        param.grad = torch.zeros(1)
+        for optimizer in (torch.optim.AdamW([param], lr=0.0), torch.optim.SGD([param], lr=0.0)):
+            optimizer.step()
+    except Exception as exc:  # never out of the dock's constructor or a Qt slot
+        QgsMessageLog.logMessage(f"torch warm-up failed: {exc!r}", "bfe", Qgis.Warning)
 
 
 def limit_torch_threads() -> None:
@@ -115,7 +145,12 @@ class ExtractJob:
 
 
 def torch_step(step: Callable[..., Any]) -> Callable[..., Any]:
-    """``step`` with torch limited to the cores the UI does not need."""
+    """``step`` with torch limited to the cores the UI does not need.
+
+    Called in a task's ``__init__``, on the UI thread: it imports torch there (see
+    :func:`preload_torch`), so that the step imports nothing in the worker thread.
+    """
+    preload_torch()
 
     def run(**kwargs: Any) -> Any:
         limit_torch_threads()
