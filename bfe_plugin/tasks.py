@@ -18,14 +18,15 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from qgis.core import Qgis, QgsMessageLog, QgsTask
+from osgeo import gdal_array  # noqa: F401  ReadAsArray imports it on first use: not in a worker
+from qgis.core import Qgis, QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
 from ml_core.config import ExtractOptions, PredictOptions, RasterizeOptions, TrainOptions
 from ml_core.errors import Cancelled
 from ml_core.events import CancelToken, ProgressCallback, ProgressEvent
 
-from .messages import format_traceback
+from .messages import format_traceback, log
 from .sources import base_model
 
 OnDone = Callable[[Any], None]
@@ -57,7 +58,7 @@ def preload_torch() -> None:
         for optimizer in (torch.optim.AdamW([param], lr=0.0), torch.optim.SGD([param], lr=0.0)):
             optimizer.step()
     except Exception as exc:  # never out of the dock's constructor or a Qt slot
-        QgsMessageLog.logMessage(f"torch warm-up failed: {exc!r}", "bfe", Qgis.Warning)
+        log(f"torch warm-up failed: {exc!r}", Qgis.Warning)
 
 
 def limit_torch_threads() -> None:

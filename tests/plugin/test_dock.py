@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import threading
 import time
 
 import pytest
@@ -95,8 +97,37 @@ class Heartbeat:
         self._timer.stop()
 
 
-def test_finetune_then_extract_as_tasks_without_blocking_the_ui(dock, layers):
+class WorkerImports:
+    """Modules imported inside a task's ``run()`` (the worker thread), by task class name."""
+
+    def __init__(self, monkeypatch) -> None:
+        from bfe_plugin.tasks import CoreTask
+
+        self.names: dict = {}
+        self._running: dict = {}  # thread id -> task class name
+        run = CoreTask.run
+
+        def watched(task) -> bool:
+            self._running[threading.get_ident()] = type(task).__name__
+            self.names.setdefault(type(task).__name__, [])
+            try:
+                return run(task)
+            finally:
+                del self._running[threading.get_ident()]
+
+        monkeypatch.setattr(CoreTask, "run", watched)
+        monkeypatch.setattr(sys, "meta_path", [self, *sys.meta_path])
+
+    def find_spec(self, name, path=None, target=None):  # a meta path finder that finds nothing
+        task = self._running.get(threading.get_ident())
+        if task is not None and name not in sys.modules:
+            self.names[task].append(name)
+        return None
+
+
+def test_finetune_then_extract_as_tasks_without_blocking_the_ui(dock, layers, monkeypatch):
     engine_ready("ml_core.train", "ml_core.predict", "ml_core.extract")
+    imported = WorkerImports(monkeypatch)
     raster, buildings = layers
     _select(dock, raster, buildings)
     _quick_training(dock)
@@ -125,6 +156,8 @@ def test_finetune_then_extract_as_tasks_without_blocking_the_ui(dock, layers):
     # GIL for 0.1-0.3 s; tasks.preload_torch now does them on the UI thread when the dock opens.
     for phase in ("prepare", "train", "extract"):
         assert beat.longest(phase) < 0.2, f"UI blocked {beat.longest(phase):.2f} s ({phase})"
+    # the cause, measured directly: nothing is imported in the worker threads
+    assert imported.names == {"FinetuneTask": [], "ExtractTask": []}
 
 
 def _polygon_layer(name: str, crs, wkts: list) -> QgsVectorLayer:
