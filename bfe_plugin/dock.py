@@ -258,7 +258,8 @@ class BfeDock(QgsDockWidget):
             self.inputs.raster(), self.inputs.buildings(folder),
             Path(self.model_out.filePath() or folder / "model.safetensors"),
             self.train_form.options(), self.base_model.filePath() or None,
-            self.inputs.band_list(), self._finetuned, self._finetune_failed))
+            self.inputs.band_list(), self._finetuned, self._finetune_failed,
+            rasterize=self.rasterize_form.options()))
 
     def _finetuned(self, result) -> None:
         self._done()

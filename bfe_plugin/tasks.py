@@ -120,12 +120,12 @@ class FinetuneTask(CoreTask):
 
     def __init__(self, raster: str, buildings: str, out_model: Path, options: TrainOptions,
                  base: Optional[str], bands: Optional[list], on_done: OnDone,
-                 on_error: OnError) -> None:
+                 on_error: OnError, rasterize: Optional[RasterizeOptions] = None) -> None:
         from ml_core.train import finetune
 
         self.out_model = out_model
         step = partial(finetune, raster, buildings, out_model, options, base=base_model(base),
-                       bands=bands)
+                       bands=bands, rasterize=rasterize)
         super().__init__("bfe: fine-tune", torch_step(step), on_done, on_error)
 
 

@@ -20,6 +20,7 @@ from osgeo import gdal
 
 from . import raster as rio
 from .errors import InputError
+from .events import CancelToken, check_cancel
 
 UNKNOWN = 255
 PathLike = Union[str, os.PathLike]
@@ -54,7 +55,7 @@ def _read_mask(ds: gdal.Dataset, xoff: int, yoff: int, xsize: int, ysize: int,
 
 def load_regions(raster: PathLike, mask_path: PathLike, bands: Sequence[int], gsd_m: float,
                  mean: Sequence[float], std: Sequence[float], window_m: float = 300.0,
-                 ) -> list[Region]:
+                 cancel: Optional[CancelToken] = None) -> list[Region]:
     """Read ``raster`` and its label mask (same grid) at ``gsd_m``, in windows of ``window_m``.
 
     Windows without any labelled pixel are skipped; invalid (nodata) pixels become unknown.
@@ -69,13 +70,14 @@ def load_regions(raster: PathLike, mask_path: PathLike, bands: Sequence[int], gs
     if mask_ds is None or (mask_ds.RasterXSize, mask_ds.RasterYSize) != size:
         raise InputError(f"Label mask {mask_path} does not match the grid of {raster}. "
                          "Rasterise the labels on this raster again.")
-    scale = rio.pixel_size_m(ds) / gsd_m
+    scale = rio.gsd_scale(ds, gsd_m)
     step = max(16, round(window_m / rio.pixel_size_m(ds)))
     m = np.asarray(mean, np.float32)[:, None, None]
     s = np.asarray(std, np.float32)[:, None, None]
     regions = []
     for yoff in range(0, ds.RasterYSize, step):
         for xoff in range(0, ds.RasterXSize, step):
+            check_cancel(cancel)
             w, h = min(step, ds.RasterXSize - xoff), min(step, ds.RasterYSize - yoff)
             out = (max(1, round(w * scale)), max(1, round(h * scale)))
             mask = _read_mask(mask_ds, xoff, yoff, w, h, out)

@@ -38,14 +38,7 @@ from .tiling import Window, blend_weights, tile_windows
 gdal.UseExceptions()
 
 NODATA = -1.0
-GSD_TOLERANCE = 0.2  # no resampling when raster and model pixel sizes differ by less than this
 PathLike = Union[str, os.PathLike]
-
-
-def gsd_scale(ds: gdal.Dataset, gsd_m: float) -> float:
-    """Raster pixel size / model GSD, or exactly 1 when within :data:`GSD_TOLERANCE`."""
-    scale = rio.pixel_size_m(ds) / gsd_m
-    return 1.0 if abs(scale - 1) <= GSD_TOLERANCE else scale
 
 
 def network_probability(net: torch.nn.Module, x: torch.Tensor, tta: bool = False) -> torch.Tensor:
@@ -172,7 +165,7 @@ def predict_raster(raster: rio.RasterLike, model: Union[LoadedModel, PathLike],
                          f"chosen for {name}. Choose exactly {len(card.bands)} bands.")
     region, aoi_polys = prediction_region(ds, extent, aoi)
     aoi_src = memory_layer(aoi_polys.geoms, aoi_polys.srs) if aoi_polys else (None, None)
-    scale = gsd_scale(ds, card.gsd_m)
+    scale = rio.gsd_scale(ds, card.gsd_m)
     multiple = getattr(loaded.net, "multiple", 1)
     net_tile = math.ceil(options.tile_size / multiple) * multiple
     tile = max(1, round(net_tile / scale))

@@ -248,3 +248,14 @@ def create_like(ds: gdal.Dataset, path: PathLike, xoff: int, yoff: int, xsize: i
 def strip_rows(width: int, max_pixels: int = 1 << 22, minimum: int = 64) -> int:
     """Rows per strip so that a strip holds about ``max_pixels`` pixels (bounded memory)."""
     return max(minimum, max_pixels // max(width, 1))
+
+
+GSD_TOLERANCE = 0.2  # pixel sizes within 20 % of the model's are used as they are
+
+
+def gsd_scale(ds: gdal.Dataset, gsd_m: float) -> float:
+    """Raster pixel size / model GSD, or exactly 1 when within :data:`GSD_TOLERANCE`.
+
+    Training and prediction both use it, so the network sees the same scale in each."""
+    scale = pixel_size_m(ds) / gsd_m
+    return 1.0 if abs(scale - 1) <= GSD_TOLERANCE else scale

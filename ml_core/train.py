@@ -322,9 +322,11 @@ def finetune(raster: PathLike, labels: Union[PathLike, Sequence[PathLike], None]
              out_model: PathLike, options: Optional[TrainOptions] = None,
              base: Optional[PathLike] = DEFAULT_BASE, bands: Optional[Sequence[int]] = None,
              mask: Optional[PathLike] = None, progress: Optional[ProgressCallback] = None,
-             cancel: Optional[CancelToken] = None, resume: bool = False) -> TrainResult:
+             cancel: Optional[CancelToken] = None, resume: bool = False,
+             rasterize: Optional[RasterizeOptions] = None) -> TrainResult:
     """Fine-tune (from ``base``, or from scratch when None) on ``raster`` and building
-    polygons ``labels`` (rasterised here) or a ready label ``mask`` (0/1/255, same grid)."""
+    polygons ``labels`` (rasterised here with ``rasterize``) or a ready label ``mask``
+    (0/1/255, same grid)."""
     options = options or TrainOptions()
     ds = rio.open_raster(raster)
     start = load_model(base) if base is not None else None
@@ -337,11 +339,13 @@ def finetune(raster: PathLike, labels: Union[PathLike, Sequence[PathLike], None]
     gsd = options.gsd_m or (start.card.gsd_m if start else rio.pixel_size_m(ds))
     mean, std = rio.band_statistics(ds, bands)
     with tempfile.TemporaryDirectory(prefix="bfe_train_") as tmp:
-        if mask is None:
+        label_mask = mask
+        if label_mask is None:
             if labels is None:
                 raise InputError("Give building polygons or a label mask to fine-tune on.")
-            mask = rasterize_labels(raster, labels, Path(tmp) / "labels.tif", RasterizeOptions())
-        regions = load_regions(raster, mask, bands, gsd, mean, std)
+            label_mask = rasterize_labels(raster, labels, Path(tmp) / "labels.tif", rasterize,
+                                          progress=progress, cancel=cancel)
+        regions = load_regions(raster, label_mask, bands, gsd, mean, std, cancel=cancel)
     if not regions:
         raise InputError(f"No labelled pixel of {mask or labels} falls inside {raster}. "
                          "Check that the buildings overlap the raster.")

@@ -30,6 +30,9 @@ from ml_core.events import CancelToken, ProgressEvent
 
 from ..optionspec import OptionSpec, option_specs
 from ..sources import raster_path, vector_path
+from ..tasks import limit_torch_threads, preload_torch
+
+TORCH_MODULES = ("ml_core.train", "ml_core.predict")
 
 
 def option_parameter(spec: OptionSpec, advanced: bool) -> QgsProcessingParameterDefinition:
@@ -118,6 +121,9 @@ class BfeAlgorithm(QgsProcessingAlgorithm):
                 raise QgsProcessingException(
                     f"{module} cannot be imported ({exc}). Open the bfe dock for the command "
                     "that installs the missing package.") from exc
+        if any(module in TORCH_MODULES for module in self.CORE):
+            preload_torch()  # on the UI thread: torch's lazy imports would stall QGIS in a worker
+            limit_torch_threads()
         return True
 
     def processAlgorithm(self, parameters: dict, context: QgsProcessingContext,  # noqa: N802
