@@ -29,7 +29,7 @@ from .config import PredictOptions, TrainOptions
 from .events import CancelToken, ProgressCallback, ProgressEvent, emit
 from .geometry import burn, memory_layer, read_polygons
 from .io_utils import atomic_output
-from .labels import UNKNOWN, drop_buildings, rasterize_labels, read_mask
+from .labels import UNKNOWN, drop_buildings, rasterize_labels, read_mask, write_mask
 from .losses import LOSSES
 from .metrics import pixel_metrics
 from .modelfile import read_card
@@ -61,14 +61,6 @@ class ExperimentConfig:
         if not quick:
             return cls()
         return cls(losses=("ce", "bd_lace_wdice"), missing=(0.0, 0.5), minutes=1.0)
-
-
-def _write_mask(like: PathLike, array: np.ndarray, path: Path) -> Path:
-    ds = rio.create_like(rio.open_raster(like), path, 0, 0, array.shape[1], array.shape[0],
-                         gdal.GDT_Byte)
-    ds.GetRasterBand(1).WriteArray(array)
-    ds = None
-    return path
 
 
 def _building_ids(raster: PathLike, vector: str) -> np.ndarray:
@@ -126,7 +118,7 @@ def run_experiment(data: Optional[PathLike], out: PathLike, config: ExperimentCo
             drop = drop_buildings(buildings, missing, seed, tmp / f"drop_{seed}_{missing}.gpkg")
             partial = read_mask(rasterize_labels(raster, drop.path, tmp / "partial.tif"))
             partial[test] = UNKNOWN
-            mask = _write_mask(raster, partial, tmp / "train_mask.tif")
+            mask = write_mask(raster, partial, tmp / "train_mask.tif")
             options = replace(config.train, loss=loss, seed=seed, minutes=config.minutes)
             model = tmp / f"{loss}_{missing}_{seed}.safetensors"
             trained = finetune(raster, None, model, options, base=base, mask=mask,

@@ -120,6 +120,16 @@ def read_mask(path: PathLike) -> np.ndarray:
     return ds.GetRasterBand(1).ReadAsArray().astype(np.uint8, copy=False)
 
 
+def write_mask(like: PathLike, mask: np.ndarray, path: PathLike) -> Path:
+    """Write a label mask array on the grid of raster ``like`` (atomically)."""
+    with atomic_output(path) as tmp:
+        ds = rio.create_like(rio.open_raster(like), tmp, 0, 0, mask.shape[1], mask.shape[0],
+                             gdal.GDT_Byte)
+        ds.GetRasterBand(1).WriteArray(mask)
+        ds = None
+    return Path(path)
+
+
 @dataclass
 class DropResult:
     """Where the partial labels went and how many features were kept and dropped."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+import numpy as np
 import pytest
 from conftest import pixel_box
 from osgeo import gdal, ogr
@@ -56,3 +57,22 @@ def test_cli_bad_input_names_file(make_raster, tmp_path, tiny_model):
         bfe("predict", make_raster("nocrs.tif", epsg=None), "-m", tiny_model,
             "-o", tmp_path / "x.tif")
     assert not (tmp_path / "x.tif").exists()
+
+
+def test_cli_drop_on_a_mask_drops_whole_components(make_raster, tmp_path):
+    from ml_core.cli import main
+    from ml_core.labels import read_mask
+
+    mask = np.zeros((40, 40), np.uint8)
+    mask[2:8, 2:8] = 1
+    mask[20:30, 5:9] = 1
+    mask[12:16, 25:35] = 1
+    mask[35:40, :] = 255
+    src = make_raster("mask.tif", width=40, height=40, data=mask)
+    out, dropped = tmp_path / "partial.tif", tmp_path / "dropped.tif"
+    assert main(["drop", str(src), "--fraction", "0.34", "--seed", "1", "-o", str(out),
+                 "--dropped-mask", str(dropped)]) == 0
+    partial, gone = read_mask(out), read_mask(dropped).astype(bool)
+    assert (partial[35:] == 255).all()  # unknown stays unknown
+    assert gone.sum() in (36, 40)  # exactly one whole component (6x6 or 10x4) went
+    assert (partial[gone] == 0).all() and (partial[~gone] == mask[~gone]).all()

@@ -18,6 +18,11 @@ from ..errors import BfeError, Cancelled
 COMMAND_MODULES = ("ml_core.cli.geo", "ml_core.cli.train", "ml_core.cli.demo")
 
 
+def csv_list(kind: type):
+    """An argparse type for comma-separated values, e.g. ``--bands 1,2,3``."""
+    return lambda text: [kind(v) for v in text.split(",") if v]
+
+
 def add_options(
     parser: argparse.ArgumentParser, options_cls: type, skip: Sequence[str] = ()
 ) -> None:

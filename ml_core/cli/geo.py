@@ -8,12 +8,8 @@ import tempfile
 from pathlib import Path
 
 from ..config import ExtractOptions, PredictOptions, RasterizeOptions
-from . import add_options, options_from_args
+from . import add_options, csv_list, options_from_args
 from .train import ProgressBar, ctrl_c_cancels
-
-
-def _ints(text: str) -> list:
-    return [int(v) for v in text.split(",") if v]
 
 
 def _extent(text: str) -> list:
@@ -25,7 +21,7 @@ def _extent(text: str) -> list:
 
 
 def _add_predict_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--bands", type=_ints, default=None,
+    p.add_argument("--bands", type=csv_list(int), default=None,
                    help="Comma-separated 1-based raster bands (default: the model card's).")
     p.add_argument("--extent", type=_extent, default=None,
                    help="Only predict xmin,ymin,xmax,ymax[,EPSG:code] (e.g. the map canvas).")
@@ -49,11 +45,14 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("drop", help="Remove a seeded random fraction of buildings "
                                            "(simulated missing labels).")
-    p.add_argument("buildings")
+    p.add_argument("buildings", help="Building polygons, or a label mask GeoTIFF (then whole "
+                                     "connected building components are dropped).")
     p.add_argument("--fraction", type=float, default=0.5, help="Share to drop (default: 0.5).")
     p.add_argument("--seed", type=int, default=0, help="Random seed (default: 0).")
     p.add_argument("-o", "--output", required=True,
-                   help="Output GeoPackage (layers 'buildings' and 'dropped').")
+                   help="Output GeoPackage (layers 'buildings' and 'dropped'), or GeoTIFF mask.")
+    p.add_argument("--dropped-mask", default=None,
+                   help="For a mask input: also write the dropped pixels (1) here.")
     p.set_defaults(func=_cmd_drop)
 
     p = subparsers.add_parser("predict", help="Building probability GeoTIFF from a raster.")
@@ -101,8 +100,16 @@ def _cmd_rasterize(args: argparse.Namespace) -> int:
 
 
 def _cmd_drop(args: argparse.Namespace) -> int:
-    from ..labels import drop_buildings
+    from ..labels import drop_buildings, drop_mask_components, read_mask, write_mask
 
+    if Path(args.buildings).suffix.lower() in (".tif", ".tiff", ".vrt"):
+        partial, dropped = drop_mask_components(read_mask(args.buildings), args.fraction,
+                                                args.seed)
+        write_mask(args.buildings, partial, args.output)
+        if args.dropped_mask:
+            write_mask(args.buildings, dropped.astype("uint8"), args.dropped_mask)
+        print(f"Dropped {int(dropped.sum())} building pixels: {args.output}.")
+        return 0
     res = drop_buildings(args.buildings, args.fraction, args.seed, args.output)
     print(f"Kept {res.kept}, dropped {res.dropped} buildings: {res.path}.")
     return 0

@@ -14,7 +14,7 @@ from typing import Optional
 
 from ..config import TrainOptions
 from ..events import CancelToken, ProgressEvent
-from . import add_options, options_from_args
+from . import add_options, csv_list, options_from_args
 
 
 class ProgressBar:
@@ -70,7 +70,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--base", type=_base_arg, default=str(DEFAULT_BASE),
                    help="Model to start from; 'none' trains from scratch (default: shipped base).")
-    p.add_argument("--bands", type=lambda s: [int(b) for b in s.split(",")], default=None,
+    p.add_argument("--bands", type=csv_list(int), default=None,
                    help="Comma-separated 1-based bands (default: the base model's, else RGB).")
     add_options(p, TrainOptions)
 
@@ -113,10 +113,6 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     return 0
 
 
-def _csv(kind):
-    return lambda s: [kind(v) for v in s.split(",") if v]
-
-
 def register(subparsers) -> None:
     """Add the ``finetune``, ``run`` and ``experiment`` subcommands."""
     from ..train import DEFAULT_BASE
@@ -140,10 +136,11 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("experiment", help="Reproduce the letter's Table I on real data.")
     p.add_argument("--data", default=None, help="Shared data folder (default: ../shared/data).")
-    p.add_argument("--losses", type=_csv(str), default=None, help="Comma-separated loss names.")
-    p.add_argument("--missing", type=_csv(float), default=None, help="Missing rates, e.g. 0,0.5.")
+    p.add_argument("--losses", type=csv_list(str), default=None, help="Comma-separated loss names.")
+    p.add_argument("--missing", type=csv_list(float), default=None,
+                   help="Missing rates, e.g. 0,0.5.")
     p.add_argument("--minutes", type=float, default=None, help="Training minutes per run.")
-    p.add_argument("--seeds", type=_csv(int), default=None, help="Seeds, e.g. 0,1.")
+    p.add_argument("--seeds", type=csv_list(int), default=None, help="Seeds, e.g. 0,1.")
     p.add_argument("--quick", action="store_true", help="Small preset finishing in < 10 min.")
     p.add_argument("--base", type=_base_arg, default=str(DEFAULT_BASE),
                    help="Start model ('none': from scratch, as in the letter; default: the "
