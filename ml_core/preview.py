@@ -10,6 +10,7 @@ from typing import Union
 import numpy as np
 from osgeo import gdal, ogr
 
+from .geometry import burn, open_layer
 from .io_utils import atomic_output
 
 gdal.UseExceptions()
@@ -23,13 +24,11 @@ def _burn(shape: tuple, geotransform: tuple, projection: str, path: PathLike,
           layer: Union[str, None]) -> np.ndarray:
     """Rasterise a vector layer onto the preview grid (GDAL reprojects when CRSs differ)."""
     height, width = shape
-    target = gdal.GetDriverByName("MEM").Create("", width, height, 1, gdal.GDT_Byte)
-    target.SetGeoTransform(geotransform)
-    target.SetProjection(projection)
-    source = gdal.OpenEx(str(path), gdal.OF_VECTOR)
-    lyr = source.GetLayerByName(layer) if layer else source.GetLayer(0)
-    gdal.RasterizeLayer(target, [1], lyr, burn_values=[1])
-    return target.ReadAsArray().astype(bool)
+    grid = gdal.GetDriverByName("MEM").Create("", width, height, 1, gdal.GDT_Byte)
+    grid.SetGeoTransform(geotransform)
+    grid.SetProjection(projection)
+    _source, lyr = open_layer(f"{path}|layername={layer}" if layer else path)
+    return burn(lyr, grid, 0, 0, width, height).astype(bool)
 
 
 def _outline(mask: np.ndarray) -> np.ndarray:

@@ -121,7 +121,7 @@ def valid_mask_band(ds: gdal.Dataset, bands: Optional[Sequence[int]] = None) -> 
     0 and 255 (a mislabelled NIR band). Then only the bands' nodata values mark invalid pixels.
     """
     bands = tuple(check_band_list(ds, bands or default_bands(ds)))
-    key = (ds.GetDescription(), bands)
+    key = (ds.GetDescription(), _file_version(ds.GetDescription()), bands)
     if key[0] and key in _RULE_CACHE:
         return _RULE_CACHE[key]
     flags = ds.GetRasterBand(bands[0]).GetMaskFlags()
@@ -138,6 +138,15 @@ def valid_mask_band(ds: gdal.Dataset, bands: Optional[Sequence[int]] = None) -> 
     if key[0]:
         _RULE_CACHE[key] = rule
     return rule
+
+
+def _file_version(path: str) -> tuple:
+    """(mtime, size) of a file, so that a replaced raster is not judged by a cached rule."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return ()
+    return (stat.st_mtime_ns, stat.st_size)
 
 
 def _clip(xoff: int, yoff: int, xsize: int, ysize: int, ds: gdal.Dataset):
