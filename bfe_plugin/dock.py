@@ -153,12 +153,16 @@ class BfeDock(QgsDockWidget):
         self.predict_form = OptionsForm(PredictOptions, primary=("device", "tta"))
         self.extract_form = OptionsForm(ExtractOptions, primary=("threshold", "min_area"))
         self.add_probability = QCheckBox("Add the probability raster")
+        self.add_hints = QCheckBox("Add 'look here first' hints")
+        self.add_hints.setToolTip("Where the model is unsure (probability near 0.5), OSM "
+                                  "buildings it scores low, confident buildings OSM lacks")
         self.extract_button = QPushButton("Extract buildings")
         self.extract_button.clicked.connect(self.start_extract)
         layout = QVBoxLayout(panel)
         layout.addWidget(self.predict_form)
         layout.addWidget(self.extract_form)
         layout.addWidget(self.add_probability)
+        layout.addWidget(self.add_hints)
         layout.addWidget(self.extract_button)
         return panel
 
@@ -292,7 +296,7 @@ class BfeDock(QgsDockWidget):
         job = ExtractJob(raster, str(model), folder / "probability.tif",
                          folder / "footprints.gpkg", self.predict_form.options(),
                          self.extract_form.options(), self.inputs.band_list(), extent, aoi,
-                         existing)
+                         existing, folder / "hints.gpkg" if self.add_hints.isChecked() else None)
         return ExtractTask(job, self._extracted, self._error)
 
     def _bundled_base(self) -> str:
@@ -310,10 +314,11 @@ class BfeDock(QgsDockWidget):
         if self.add_probability.isChecked():
             layers.add_probability(job.probability, group)
         footprints, new = layers.add_footprints(job.footprints, group)
+        if job.hints is not None:
+            layers.add_hints(job.hints, group)
         self.review.set_layer(new)
         report_success(self.iface.messageBar(), f"{footprints.featureCount()} footprints, "
                        f"{new.featureCount()} not in the building layer.")
-
 
     # -- review round -----------------------------------------------------------------------
     def start_refine(self) -> None:

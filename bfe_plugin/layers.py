@@ -48,3 +48,9 @@ def add_footprints(gpkg: Path, group: QgsLayerTreeGroup) -> tuple[QgsVectorLayer
     footprints = QgsVectorLayer(f"{gpkg}|layername=footprints", "footprints", "ogr")
     new = QgsVectorLayer(f"{gpkg}|layername=new_buildings", "new buildings", "ogr")
     return _add(footprints, "footprints", group), _add(new, "new_buildings", group)
+
+
+def add_hints(gpkg: Path, group: QgsLayerTreeGroup) -> QgsVectorLayer:
+    """The ``hints`` layer ("look here first"), styled by ``reason``."""
+    return _add(QgsVectorLayer(f"{gpkg}|layername=hints", "hints (look here first)", "ogr"),
+                "hints", group)

@@ -143,6 +143,7 @@ class ExtractJob:
     extent: Optional[tuple] = None  # xmin, ymin, xmax, ymax in the raster's CRS
     aoi: Optional[str] = None  # polygon file limiting the area
     existing: Optional[str] = None  # the user's buildings, to find the new ones
+    hints: Optional[Path] = None  # where to write "look here first" hints (None: no hints)
 
 
 def torch_step(step: Callable[..., Any]) -> Callable[..., Any]:
@@ -170,13 +171,15 @@ def _stage(progress: ProgressCallback, start: float, span: float) -> ProgressCal
 
 
 class ExtractTask(CoreTask):
-    """Predict probability over the area, then polygonise it (footprints, new buildings)."""
+    """Predict probability over the area, then polygonise it (footprints, new buildings) and,
+    with ``job.hints``, write the uncertainty hints."""
 
     PREDICT_SHARE = 0.85
 
     def __init__(self, job: ExtractJob, on_done: OnDone, on_error: OnError) -> None:
         from ml_core.extract import extract_footprints
         from ml_core.predict import predict_raster
+        from ml_core.uncertainty import hints
 
         self.job = job
 
@@ -184,9 +187,13 @@ class ExtractTask(CoreTask):
             predict_raster(job.raster, job.model, job.probability, job.predict, bands=job.bands,
                            extent=job.extent, aoi=job.aoi, cancel=cancel,
                            progress=_stage(progress, 0.0, self.PREDICT_SHARE))
-            return extract_footprints(job.probability, job.footprints, job.extract,
-                                      existing=job.existing, cancel=cancel,
-                                      progress=_stage(progress, self.PREDICT_SHARE,
-                                                      1.0 - self.PREDICT_SHARE))
+            result = extract_footprints(job.probability, job.footprints, job.extract,
+                                        existing=job.existing, cancel=cancel,
+                                        progress=_stage(progress, self.PREDICT_SHARE,
+                                                        1.0 - self.PREDICT_SHARE))
+            if job.hints is not None:
+                hints(job.probability, job.existing, job.hints, new_buildings=job.footprints,
+                      min_area=job.extract.min_area, cancel=cancel)
+            return result
 
         super().__init__("bfe: extract buildings", torch_step(step), on_done, on_error)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Optional
 
+import numpy as np
 from qgis.core import (
     QgsCoordinateTransform,
     QgsFeatureRequest,
@@ -35,7 +36,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from ml_core.errors import BfeError, InputError
-from ml_core.review import ACCEPTED, PROPOSED, REJECTED, STATUS_FIELD
+from ml_core.review import ACCEPTED, PROPOSED, REJECTED, STATUS_FIELD, review_order
 
 from .accept import accepted_ids, copy_features
 from .complete_area import CompleteAreaTool, complete_area_layer
@@ -140,8 +141,9 @@ class ReviewPanel(QWidget):
         layer.loadNamedStyle(str(STYLE))
         layer.triggerRepaint()
         request = QgsFeatureRequest().setFlags(QgsFeatureRequest.NoGeometry)
-        scored = [(-(f["score"] or 0.0), f.id()) for f in layer.getFeatures(request)]
-        self.order = [fid for _, fid in sorted(scored)]
+        features = sorted((f.id(), f["score"] or 0.0) for f in layer.getFeatures(request))
+        order = review_order(np.array([score for _, score in features], dtype=float))
+        self.order = [features[i][0] for i in order]
         self.copied.clear()
         self.position = 0
         self._go_to_proposed(0)

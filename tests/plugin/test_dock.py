@@ -142,11 +142,13 @@ def test_finetune_then_extract_as_tasks_without_blocking_the_ui(dock, layers, mo
 
     beat.phase = "extract"  # click, prediction, polygonising, adding the layers
     dock.add_probability.setChecked(True)
+    dock.add_hints.setChecked(True)  # the hints run in the same worker: covered by the checks
     dock.extract_button.click()
     wait_for(lambda: dock.task is None, timeout=300)
     beat.stop()
     added = _group_layers("crop")
-    assert {"footprints", "new buildings", "building probability"} <= set(added), \
+    assert {"footprints", "new buildings", "building probability",
+            "hints (look here first)"} <= set(added), \
         dock.iface.messageBar().get_messages(Qgis.Warning)
     assert all(layer.isValid() for layer in added.values())
     # the review section now steps through exactly the new-buildings layer just added
@@ -245,6 +247,32 @@ def test_extract_covers_only_the_chosen_area(dock, layers, canvas, mode):
         values = gdal.Open(prob.source()).ReadAsArray()
         assert values[-2, round((tri.xMaximum() - got.xMinimum()) / px) - 2] == -1
         assert values[2, 2] != -1
+
+
+@pytest.mark.parametrize("hints", [True, False])
+def test_extract_adds_styled_hints_only_when_asked(dock, layers, hints):
+    from ml_core.uncertainty import REASONS
+
+    engine_ready("ml_core.predict", "ml_core.extract", "ml_core.uncertainty")
+    raster, buildings = layers
+    _select(dock, raster, buildings)
+    dock.predict_form.set_options(dock.predict_form.options_cls(device="cpu", tile_size=128,
+                                                                overlap=16))
+    dock.add_hints.setChecked(hints)
+    dock.extract_button.click()
+    wait_for(lambda: dock.task is None, timeout=300)
+    added = _group_layers("crop")
+    assert "new buildings" in added, dock.iface.messageBar().get_messages(Qgis.Warning)
+    layer = added.get("hints (look here first)")
+    if not hints:
+        assert layer is None
+        return
+    assert layer is not None and layer.isValid()
+    reasons = [f["reason"] for f in layer.getFeatures()]
+    assert reasons and set(reasons) <= set(REASONS)
+    renderer = layer.renderer()
+    assert renderer.type() == "categorizedSymbol" and renderer.classAttribute() == "reason"
+    assert {c.value() for c in renderer.categories()} == set(REASONS)
 
 
 def test_cancel_stops_fine_tuning(dock, layers):
