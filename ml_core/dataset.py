@@ -21,8 +21,8 @@ from osgeo import gdal
 from . import raster as rio
 from .errors import InputError
 from .events import CancelToken, check_cancel
+from .labels import UNKNOWN
 
-UNKNOWN = 255
 PathLike = Union[str, os.PathLike]
 
 

@@ -156,14 +156,18 @@ class _NewSplitter:
         return out
 
 
-def _scores(ds: gdal.Dataset, footprints: list, cancel: Optional[CancelToken]) -> None:
-    """Mean probability inside each footprint: ids burned strip by strip, then ``np.bincount``."""
-    n = len(footprints)
-    if n == 0:
-        return
-    _src, layer = memory_layer([f.geom for f in footprints], srs_of(ds))
-    W, H = ds.RasterXSize, ds.RasterYSize
+def zonal_mean(ds: gdal.Dataset, geoms: list,
+               cancel: Optional[CancelToken] = None) -> np.ndarray:
+    """Mean of band 1 inside each polygon (raster CRS); NaN where a polygon has no valid pixel.
+
+    Polygon ids are burned strip by strip and averaged with ``np.bincount``.
+    """
+    n = len(geoms)
     sums, counts = np.zeros(n + 1), np.zeros(n + 1)
+    if n == 0:
+        return sums[1:]
+    _src, layer = memory_layer(geoms, srs_of(ds))
+    W, H = ds.RasterXSize, ds.RasterYSize
     band = ds.GetRasterBand(1)
     nodata = band.GetNoDataValue()
     rows = rio.strip_rows(W)
@@ -175,9 +179,7 @@ def _scores(ds: gdal.Dataset, footprints: list, cancel: Optional[CancelToken]) -
         keep = (ids > 0) & ((prob != nodata) if nodata is not None else True)
         sums += np.bincount(ids[keep], weights=prob[keep], minlength=n + 1)
         counts += np.bincount(ids[keep], minlength=n + 1)
-    mean = np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
-    for f, s in zip(footprints, mean[1:]):
-        f.score = float(s)
+    return np.divide(sums, counts, out=np.full_like(sums, np.nan), where=counts > 0)[1:]
 
 
 def _write(path: Path, footprints: list, srs: osr.SpatialReference, ct) -> None:
@@ -251,7 +253,7 @@ def extract_footprints(prob_path: rio.RasterLike, out_path: PathLike,
     gt = ds.GetGeoTransform()
     px_crs, px_m = abs(gt[1]), rio.pixel_size_m(ds)
     to_crs = px_crs / px_m  # CRS units per metre at the raster centre
-    meter = AreaMeter(srs, (gt[0] + gt[1] * ds.RasterXSize / 2, gt[3] + gt[5] * ds.RasterYSize / 2))
+    meter = AreaMeter.at_centre_of(ds)
     splitter = _NewSplitter(existing_geoms, max(EXISTING_BUFFER_M, px_m) * to_crs,
                             MIN_WIDTH_M * to_crs, options.min_area, options.existing_overlap, meter)
     emit(progress, ProgressEvent("extract", 0.0, "polygonising"))
@@ -271,7 +273,9 @@ def extract_footprints(prob_path: rio.RasterLike, out_path: PathLike,
             area = meter.area(geom)
         footprints += splitter.split(geom, area)
     emit(progress, ProgressEvent("extract", 0.75, "scoring"))
-    _scores(ds, footprints, cancel)
+    scores = zonal_mean(ds, [f.geom for f in footprints], cancel)
+    for f, score in zip(footprints, np.nan_to_num(scores)):
+        f.score = float(score)
     with atomic_output(out_path) as tmp:
         _write(tmp, footprints, out_srs, transform(srs, out_srs))
     n_new = sum(f.is_new for f in footprints)

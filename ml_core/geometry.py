@@ -86,6 +86,13 @@ class AreaMeter:
     def __init__(self, srs: osr.SpatialReference, centre: tuple) -> None:
         self.ct = transform(srs, local_utm(srs, *centre))
 
+    @classmethod
+    def at_centre_of(cls, ds: gdal.Dataset) -> AreaMeter:
+        """A meter for geometries in the CRS of raster ``ds``, zoned at its centre."""
+        gt = ds.GetGeoTransform()
+        centre = (gt[0] + gt[1] * ds.RasterXSize / 2, gt[3] + gt[5] * ds.RasterYSize / 2)
+        return cls(srs_of(ds), centre)
+
     def area(self, geom: ogr.Geometry) -> float:
         if self.ct is None:
             return geom.GetArea()

@@ -17,13 +17,12 @@ import os
 from pathlib import Path
 from typing import Optional, Union
 
-import numpy as np
 from osgeo import ogr
 
 from . import raster as rio
 from .config import ExtractOptions
 from .events import CancelToken, check_cancel
-from .extract import _Footprint, _scores, binary_polygons
+from .extract import binary_polygons, zonal_mean
 from .geometry import (
     AreaMeter,
     as_list,
@@ -42,17 +41,9 @@ REASONS = (UNSURE, OSM_LOW, MISSING)
 PathLike = Union[str, os.PathLike]
 
 
-def zonal_mean(ds, geoms: list, cancel: Optional[CancelToken] = None) -> np.ndarray:
-    """Mean of band 1 of ``ds`` inside each polygon (raster CRS), via extract's scoring."""
-    items = [_Footprint(g, 0.0, False) for g in geoms]
-    _scores(ds, items, cancel)
-    return np.array([f.score for f in items])
-
-
 def _unsure(ds, band: float, min_area: float, cancel: Optional[CancelToken]) -> list:
     gt = ds.GetGeoTransform()
-    meter = AreaMeter(srs_of(ds), (gt[0] + gt[1] * ds.RasterXSize / 2,
-                                   gt[3] + gt[5] * ds.RasterYSize / 2))
+    meter = AreaMeter.at_centre_of(ds)
     regions = [g.SimplifyPreserveTopology(abs(gt[1]))
                for g in binary_polygons(ds, 0.5 - band, 0.5 + band, cancel)]
     regions = [g for g in regions if not g.IsEmpty() and meter.area(g) >= min_area]

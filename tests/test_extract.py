@@ -120,3 +120,17 @@ def test_threshold_defaults_to_the_one_stored_by_the_model(make_raster, tmp_path
     assert extract_footprints(raster, tmp_path / "b.gpkg").footprints == 1  # the model's 0.7
     chosen = ExtractOptions(threshold=0.55)
     assert extract_footprints(raster, tmp_path / "c.gpkg", chosen).footprints == 2  # user wins
+
+
+def test_zonal_mean_is_nan_where_a_polygon_sees_only_nodata(make_raster):
+    from osgeo import gdal
+
+    from ml_core.extract import zonal_mean
+
+    raster = prob_raster(make_raster, "z.tif", [(0, 0, 20, 20, 0.8), (40, 0, 60, 20, -1.0)])
+    ds = gdal.Open(str(raster))
+    inside = ogr.CreateGeometryFromWkt(pixel_box(2, 2, 10, 10, origin=UTM16, pixel=0.5))
+    on_nodata = ogr.CreateGeometryFromWkt(pixel_box(42, 2, 50, 10, origin=UTM16, pixel=0.5))
+    means = zonal_mean(ds, [inside, on_nodata])
+    assert means[0] == pytest.approx(0.8, abs=1e-6)
+    assert np.isnan(means[1])
