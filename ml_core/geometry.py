@@ -139,6 +139,15 @@ class BoxIndex:
                 multi.AddGeometry(p)
         return multi.UnionCascaded()
 
+    def cover_fraction(self, polys: Sequence[ogr.Geometry]) -> np.ndarray:
+        """Share of each polygon's area covered by the union of the indexed geometries."""
+        out = np.zeros(len(polys))
+        for i, p in enumerate(polys):
+            union = self.union(self.query(p.GetEnvelope()))
+            if union is not None and p.GetArea() > 0:
+                out[i] = p.Intersection(union).GetArea() / p.GetArea()
+        return out
+
 
 def polygons_of(geom: ogr.Geometry) -> list:
     """The single polygons of a (multi)polygon or collection, as independent clones."""

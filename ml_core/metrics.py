@@ -79,12 +79,7 @@ def tile_mean(counts: np.ndarray) -> dict:
 
 def _found(targets: list, index: BoxIndex) -> np.ndarray:
     """For each target polygon, whether the indexed polygons cover ≥ 50 % of it."""
-    found = np.zeros(len(targets), bool)
-    for i, t in enumerate(targets):
-        union = index.union(index.query(t.GetEnvelope()))
-        if union is not None:
-            found[i] = t.Intersection(union).GetArea() >= FOUND_COVER * t.GetArea()
-    return found
+    return index.cover_fraction(targets) >= FOUND_COVER
 
 
 def _overlaps_any(polys: list, index: BoxIndex) -> np.ndarray:

@@ -256,17 +256,6 @@ def run_round(raster: PathLike, buildings, new_buildings: PathLike, current_mode
     return RoundResult(labels, result, entry)
 
 
-def _cover(polys: list, truth: list) -> np.ndarray:
-    """Share of each polygon's area covered by the union of ``truth`` polygons."""
-    index = BoxIndex(truth)
-    out = np.zeros(len(polys))
-    for i, p in enumerate(polys):
-        union = index.union(index.query(p.GetEnvelope()))
-        if union is not None and p.GetArea() > 0:
-            out[i] = p.Intersection(union).GetArea() / p.GetArea()
-    return out
-
-
 def review_order(scores: np.ndarray, order: str = "score") -> np.ndarray:
     """Indices of proposals in review order: ``score`` (highest first) or ``uncertainty``
     (closest to 0.5 first). Stable, so ties keep the layer's order."""
@@ -302,7 +291,7 @@ def simulate_review(new_buildings: PathLike, truth: PathLike, out_path: PathLike
         raise InputError(f"{new_buildings}: some proposals have no polygon; extract again.")
     truth_geoms = read_polygons(truth, props.srs, "truth buildings", "buildings").geoms
     chosen = review_order(np.asarray(scores, float), order)[:n]
-    cover = _cover([props.geoms[i] for i in chosen], truth_geoms)
+    cover = BoxIndex(truth_geoms).cover_fraction([props.geoms[i] for i in chosen])
     decisions = {fids[i]: ACCEPTED if c >= min_cover else REJECTED for i, c in zip(chosen, cover)}
     with atomic_output(out_path) as tmp:
         gdal.VectorTranslate(str(tmp), str(new_buildings).split("|")[0], format="GPKG",
