@@ -120,7 +120,7 @@ def child_memory(size: int, rows: int, width: int, opts: PredictOptions, tmp: Pa
 
 
 def run(sizes=(1000, 5000, 20000), throughput_px: int = 1024, width: int = 32,
-        memory_width: int = 32, rows: int = 0, tile: int = 512, overlap: int = 64,
+        memory_width: int = 32, rows: int = 512, tile: int = 512, overlap: int = 64,
         batch: int = 4) -> dict:
     """Run the benchmark and return the results (see the module docstring)."""
     opts = PredictOptions(tile_size=tile, overlap=overlap, batch_size=batch, device="cpu")
@@ -152,7 +152,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--json", default=str(DEFAULT_JSON), help="Output JSON.")
     p.add_argument("--sizes", default="1000,5000,20000", help="Raster sizes (px) for memory.")
-    p.add_argument("--rows", type=int, default=0, help="Rows predicted per memory run (0: all).")
+    p.add_argument("--rows", type=int, default=512,
+                   help="Rows predicted per memory run, full width (0: all; hours at 20k² on CPU).")
     p.add_argument("--throughput-px", type=int, default=1024)
     p.add_argument("--width", type=int, default=32, help="U-Net width for throughput.")
     p.add_argument("--memory-width", type=int, default=32, help="U-Net width for memory runs.")
