@@ -50,3 +50,10 @@ def test_out_of_range_option_is_a_clear_error(tmp_path, capsys, command, flag, v
     err = capsys.readouterr().err
     assert f"Option {flag} must be" in err
     assert "Traceback" not in err
+
+
+def test_unknown_loss_is_refused_by_the_parser(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["finetune", "in.tif", "b.gpkg", "-o", "m.safetensors", "--loss", "focal"])
+    assert exit_info.value.code == 2
+    assert "bd_lace_wdice" in capsys.readouterr().err

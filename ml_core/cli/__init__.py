@@ -23,10 +23,12 @@ def csv_list(kind: type):
     return lambda text: [kind(v) for v in text.split(",") if v]
 
 
-def add_options(
-    parser: argparse.ArgumentParser, options_cls: type, skip: Sequence[str] = ()
-) -> None:
-    """Add one ``--flag`` per field of an options dataclass, with its default and help."""
+def add_options(parser: argparse.ArgumentParser, options_cls: type, skip: Sequence[str] = (),
+                choices: Optional[dict] = None) -> None:
+    """Add one ``--flag`` per field of an options dataclass, with its default and help.
+
+    ``choices`` gives the allowed values of fields whose list lives in a registry (e.g. losses).
+    """
     for f in fields(options_cls):
         if f.name in skip:
             continue
@@ -38,10 +40,9 @@ def add_options(
                 flag, action=argparse.BooleanOptionalAction, default=default, help=help_text
             )
             continue
-        kind = type(default) if default is not None else (int if f.name == "epochs" else float)
-        parser.add_argument(
-            flag, type=kind, default=default, choices=f.metadata.get("choices"), help=help_text
-        )
+        allowed = (choices or {}).get(f.name, f.metadata.get("choices"))
+        kind = type(default) if default is not None else float  # None defaults are floats
+        parser.add_argument(flag, type=kind, default=default, choices=allowed, help=help_text)
 
 
 def options_from_args(args: argparse.Namespace, options_cls: type):

@@ -66,13 +66,14 @@ def _base_arg(value: str) -> Optional[str]:
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
+    from ..losses import LOSSES
     from ..train import DEFAULT_BASE
 
     p.add_argument("--base", type=_base_arg, default=str(DEFAULT_BASE),
                    help="Model to start from; 'none' trains from scratch (default: shipped base).")
     p.add_argument("--bands", type=csv_list(int), default=None,
                    help="Comma-separated 1-based bands (default: the base model's, else RGB).")
-    add_options(p, TrainOptions)
+    add_options(p, TrainOptions, choices={"loss": tuple(LOSSES)})
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
