@@ -39,5 +39,6 @@ def atomic_output(path: PathLike) -> Iterator[Path]:
         yield tmp
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        # On Windows a file GDAL still holds open cannot be removed; never mask the real error.
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
