@@ -21,6 +21,7 @@ class DropLabels(BfeAlgorithm):
             "finds.")
 
     CORE = ("ml_core.labels",)
+
     def initAlgorithm(self, config=None) -> None:  # noqa: N802 (QGIS API)
         self.addParameter(QgsProcessingParameterVectorLayer(
             "BUILDINGS", "Building polygons", [QgsProcessing.TypeVectorPolygon]))

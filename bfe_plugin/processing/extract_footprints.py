@@ -23,6 +23,7 @@ class ExtractFootprints(BfeAlgorithm):
     PRIMARY = ("threshold", "min_area")
 
     CORE = ("ml_core.extract",)
+
     def initAlgorithm(self, config=None) -> None:  # noqa: N802 (QGIS API)
         self.addParameter(raster_input("INPUT", "Building probability raster"))
         self.addParameter(QgsProcessingParameterVectorLayer(

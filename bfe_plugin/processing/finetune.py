@@ -27,6 +27,7 @@ class Finetune(BfeAlgorithm):
     PRIMARY = ("loss", "epochs", "minutes", "device")
 
     CORE = ("ml_core.train",)
+
     def initAlgorithm(self, config=None) -> None:  # noqa: N802 (QGIS API)
         self.addParameter(raster_input())
         self.addParameter(QgsProcessingParameterVectorLayer(

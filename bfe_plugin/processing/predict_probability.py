@@ -23,6 +23,7 @@ class PredictProbability(BfeAlgorithm):
     PRIMARY = ("device", "tta")
 
     CORE = ("ml_core.predict",)
+
     def initAlgorithm(self, config=None) -> None:  # noqa: N802 (QGIS API)
         self.addParameter(raster_input())
         self.addParameter(QgsProcessingParameterFile("MODEL", "Model (.safetensors)",

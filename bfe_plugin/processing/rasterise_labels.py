@@ -22,6 +22,7 @@ class RasteriseLabels(BfeAlgorithm):
     PRIMARY = ("unknown_margin",)
 
     CORE = ("ml_core.labels",)
+
     def initAlgorithm(self, config=None) -> None:  # noqa: N802 (QGIS API)
         self.addParameter(raster_input())
         self.addParameter(QgsProcessingParameterVectorLayer(
