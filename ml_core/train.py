@@ -39,6 +39,7 @@ from .events import CancelToken, ProgressCallback, ProgressEvent, check_cancel, 
 from .io_utils import check_writable
 from .labels import rasterize_labels
 from .losses import LOSSES, get_loss
+from .metrics import pixel_metrics
 from .model import UNet
 from .modelfile import ModelCard, load_model, save_model
 
@@ -126,13 +127,7 @@ def _dice_by_threshold(probs: np.ndarray, masks: np.ndarray) -> dict[float, floa
     """Dice of ``probs > t`` against labelled pixels of ``masks`` for each candidate threshold."""
     known = masks != UNKNOWN
     p, y = probs[known], masks[known] == 1
-    out = {}
-    for t in THRESHOLDS:
-        pred = p > t
-        tp = float(np.sum(pred & y))
-        denom = float(pred.sum() + y.sum())
-        out[float(t)] = 2 * tp / denom if denom else 1.0
-    return out
+    return {float(t): pixel_metrics(p > t, y)["dice"] for t in THRESHOLDS}
 
 
 @torch.no_grad()

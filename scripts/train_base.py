@@ -31,8 +31,8 @@ sys.path.insert(0, str(REPO))
 
 from ml_core import raster as rio  # noqa: E402
 from ml_core.config import TrainOptions  # noqa: E402
-from ml_core.dataset import UNKNOWN, Region, load_regions, split_blocks  # noqa: E402
-from ml_core.labels import rasterize_labels  # noqa: E402
+from ml_core.dataset import Region, load_regions, split_blocks  # noqa: E402
+from ml_core.labels import UNKNOWN, rasterize_labels  # noqa: E402
 from ml_core.metrics import pixel_counts, pixel_metrics_from_counts  # noqa: E402
 from ml_core.model import UNet  # noqa: E402
 from ml_core.modelfile import ModelCard, load_model, save_model  # noqa: E402
