@@ -14,6 +14,7 @@ import platform
 import shutil
 import subprocess  # nosec B404
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -81,14 +82,16 @@ def python_executable() -> str:
     return str(candidate) if candidate.exists() else (shutil.which("python3") or "python3")
 
 
-def pip_args(target: Path | None = None) -> list[str]:
-    """The pip command (argument list) that installs torch and safetensors for this QGIS."""
+def pip_args(target: Path | None = None, packages: Sequence[str] = PIP_PACKAGES,
+             options: Sequence[str] = ()) -> list[str]:
+    """The pip command (argument list) that installs ``packages`` (by default torch and
+    safetensors) for this QGIS; ``options`` are extra pip options, e.g. ``--no-index``."""
     args = [python_executable(), "-m", "pip", "install", "--upgrade"]
     if target is not None:
         args += ["--target", str(target)]
     if platform.system() != "Darwin":
         args += ["--extra-index-url", TORCH_CPU_INDEX]  # CPU wheels; see README for CUDA
-    return [*args, *PIP_PACKAGES]
+    return [*args, *options, *packages]
 
 
 def pip_command(target: Path | None = None) -> str:
@@ -113,12 +116,14 @@ def check_dependencies() -> list[Missing]:
             if not module_available(m)]
 
 
-def install_packages(target: Path | None = None) -> subprocess.CompletedProcess:
-    """pip-install torch and safetensors into ``target`` (blocking; run it in a task)."""
+def install_packages(target: Path | None = None, packages: Sequence[str] = PIP_PACKAGES,
+                     options: Sequence[str] = ()) -> subprocess.CompletedProcess:
+    """pip-install ``packages`` (torch and safetensors) into ``target`` and put it on sys.path
+    (blocking; run it in a task). ``packages`` and ``options`` as for :func:`pip_args`."""
     target = target or user_site_dir()
     target.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(pip_args(target), capture_output=True, text=True,  # nosec B603
-                            check=False)
+    result = subprocess.run(pip_args(target, packages, options),  # nosec B603
+                            capture_output=True, text=True, check=False)
     if result.returncode == 0:
         _add_path(target)
     return result

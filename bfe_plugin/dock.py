@@ -11,7 +11,7 @@ import itertools
 from pathlib import Path
 from typing import Callable, Optional
 
-from qgis.core import QgsApplication, QgsProcessingUtils
+from qgis.core import QgsApplication, QgsProcessingUtils, QgsProject
 from qgis.gui import QgsCollapsibleGroupBox, QgsDockWidget, QgsFileWidget
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import (
@@ -24,6 +24,7 @@ from qgis.PyQt.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+from qgis.PyQt.QtXml import QDomDocument
 
 from ml_core.config import ExtractOptions, PredictOptions, RasterizeOptions, TrainOptions
 from ml_core.errors import BfeError, InputError
@@ -66,11 +67,11 @@ class BfeDock(QgsDockWidget):
         self.add_section("Extract buildings", self._build_extract())
         self.review = ReviewPanel(iface.mapCanvas())
         self.review.refine_requested.connect(self.start_refine)
-        self.review.error.connect(self._error)
+        self.review.error.connect(self._report)
         self.review.message.connect(lambda text: report_success(self.iface.messageBar(), text))
         self.add_section("Review", self.review)
         self.model = ModelPanel()
-        self.model.error.connect(self._error)
+        self.model.error.connect(self._report)
         self.add_section("Model", self.model)
         self.sections.addStretch(1)
         scroll = QScrollArea()
@@ -78,6 +79,8 @@ class BfeDock(QgsDockWidget):
         scroll.setWidget(body)
         self.setWidget(scroll)
         self.set_missing(missing)
+        QgsProject.instance().readProject.connect(self._project_read)
+        QgsProject.instance().writeProject.connect(self._project_written)
 
     # -- layout -----------------------------------------------------------------------------
     def add_section(self, title: str, widget: QWidget) -> QgsCollapsibleGroupBox:
@@ -218,8 +221,13 @@ class BfeDock(QgsDockWidget):
         self.chart.add_event(event)
 
     def _error(self, exc: BaseException, details: str = "") -> None:
+        """A task failed (or could not start): the dock is idle again."""
         self._done()
         report_error(self.iface.messageBar(), exc, details or None)
+
+    def _report(self, exc: BaseException) -> None:
+        """A panel action failed: a message only; a running task goes on."""
+        report_error(self.iface.messageBar(), exc)
 
     def cancel(self) -> None:
         """Cancel the running task (honoured within about 2 s)."""
@@ -229,12 +237,27 @@ class BfeDock(QgsDockWidget):
     def shutdown(self) -> None:
         """Cancel running work before the plugin unloads."""
         self.cancel()
+        QgsProject.instance().readProject.disconnect(self._project_read)
+        QgsProject.instance().writeProject.disconnect(self._project_written)
         self.save_settings()
 
+    @property
+    def _forms(self) -> tuple[OptionsForm, ...]:
+        return (self.rasterize_form, self.train_form, self.predict_form, self.extract_form)
+
     def save_settings(self) -> None:
-        """Remember the options (QgsSettings) for the next session."""
-        for form in (self.rasterize_form, self.train_form, self.predict_form, self.extract_form):
+        """Remember the options in the project and in QgsSettings (for new projects)."""
+        for form in self._forms:
             form.save()
+
+    def _project_read(self, _document: QDomDocument) -> None:
+        """A project was opened: show its options, else those from QgsSettings."""
+        for form in self._forms:
+            form.restore()
+
+    def _project_written(self, _document: QDomDocument) -> None:
+        """The project is being saved; QGIS writes its entries after this, so ours go in too."""
+        self.save_settings()
 
     def _guarded(self, start: Callable[[Path], CoreTask]) -> None:
         """Gather inputs and create the task; any problem goes to the message bar."""
@@ -282,7 +305,7 @@ class BfeDock(QgsDockWidget):
         try:
             self.model.set_model(path)
         except BfeError as exc:
-            self._error(exc)
+            self._report(exc)
 
     # -- extract ----------------------------------------------------------------------------
     def start_extract(self) -> None:

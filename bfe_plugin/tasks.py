@@ -13,6 +13,7 @@ because the many new objects trigger full garbage collections there, which hold 
 from __future__ import annotations
 
 import os
+import traceback
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -68,6 +69,18 @@ def limit_torch_threads() -> None:
     torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
 
 
+def _release_frames(exc: Optional[BaseException]) -> None:
+    """Drop the locals of the frames in ``exc``'s tracebacks (its chain too), once formatted.
+
+    They hold what the failed step had open, e.g. GDAL datasets: kept alive by the task, they
+    would lock files (Windows) and be closed only by a garbage collection, possibly after QGIS
+    has exited, which crashes in GDALClose.
+    """
+    while exc is not None:
+        traceback.clear_frames(exc.__traceback__)
+        exc = exc.__cause__ or exc.__context__
+
+
 class CoreTask(QgsTask):
     """Runs ``step(progress=..., cancel=...)`` (an ml_core call with its inputs bound)."""
 
@@ -89,6 +102,7 @@ class CoreTask(QgsTask):
                                     cancel=CancelToken(is_cancelled=self.isCanceled))
         except Exception as exc:  # reported in finished(), on the UI thread
             self.error, self.details = exc, format_traceback(exc)
+            _release_frames(exc)
             return False
         return True
 

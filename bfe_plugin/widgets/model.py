@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from qgis.PyQt.QtCore import pyqtSignal
 from qgis.PyQt.QtWidgets import (
@@ -17,19 +17,19 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from ml_core.errors import BfeError, InputError
+from ml_core.errors import InputError
+
+if TYPE_CHECKING:
+    from ml_core.modelfile import ModelCard
 
 FILTER = "bfe model (*.safetensors)"
 
 
-def card_summary(path: Path) -> str:
-    """A short HTML summary of the model card next to ``path``."""
-    from ml_core.modelfile import read_card  # needs torch
-
-    card = read_card(path)
+def card_summary(name: str, card: ModelCard) -> str:
+    """A short HTML summary of ``card`` for the model file ``name``."""
     metrics = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
                         for k, v in card.metrics.items())
-    rows = [("file", path.name), ("bands", card.bands), ("GSD", f"{card.gsd_m:.3f} m"),
+    rows = [("file", name), ("bands", card.bands), ("GSD", f"{card.gsd_m:.3f} m"),
             ("loss", card.loss), ("threshold", card.threshold), ("metrics", metrics or "-"),
             ("base model", card.base_model or "-"), ("created", card.created)]
     body = "".join(f"<tr><td><b>{k}</b></td><td>{v}</td></tr>" for k, v in rows)
@@ -48,21 +48,27 @@ class ModelPanel(QWidget):
         self.card.setMaximumHeight(130)
         self.card.setPlaceholderText("No model yet: fine-tune one or load a .safetensors file. "
                                      "Extraction then uses the bundled base model.")
-        load, save = QPushButton("Load model…"), QPushButton("Save model as…")
-        load.clicked.connect(self._load_clicked)
-        save.clicked.connect(self._save_clicked)
+        self.load_button = QPushButton("Load model…")
+        self.save_button = QPushButton("Save model as…")
+        self.load_button.clicked.connect(self._load_clicked)
+        self.save_button.clicked.connect(self._save_clicked)
         buttons = QHBoxLayout()
-        buttons.addWidget(load)
-        buttons.addWidget(save)
+        buttons.addWidget(self.load_button)
+        buttons.addWidget(self.save_button)
         layout = QVBoxLayout(self)
         layout.addWidget(QLabel("Model card"))
         layout.addWidget(self.card)
         layout.addLayout(buttons)
 
     def set_model(self, path: Path) -> None:
-        """Use ``path``; raises InputError when its card is missing or invalid."""
-        summary = card_summary(Path(path))
-        self.path = Path(path)
+        """Use ``path``; raises InputError when its card or weights are missing, invalid or do
+        not match. The weights are loaded once here, so a corrupt file fails now, not when
+        extracting, and the current model stays."""
+        from ml_core.modelfile import load_model  # needs torch
+
+        path = Path(path)
+        summary = card_summary(path.name, load_model(path).card)
+        self.path = path
         self.card.setHtml(summary)
 
     def save_copy(self, target: Path) -> Path:
@@ -89,5 +95,5 @@ class ModelPanel(QWidget):
     def _guard(self, action, path: Path) -> None:
         try:
             action(path)
-        except (BfeError, OSError) as exc:
+        except Exception as exc:  # an unexpected one too: never an exception out of a Qt slot
             self.error.emit(exc)

@@ -1,10 +1,15 @@
-"""A form for one ml_core.config dataclass: one editor per field, tooltips from its help text."""
+"""A form for one ml_core.config dataclass: one editor per field, tooltips from its help text.
+
+Values persist under ``<group>/<field>`` twice: in the current project (scope ``bfe``, saved
+with it) and in QgsSettings (``bfe/<group>/<field>``, the user's defaults for new projects).
+On reading, the project's entry wins.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
-from qgis.core import QgsSettings
+from qgis.core import QgsProject, QgsSettings
 from qgis.gui import QgsCollapsibleGroupBox
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
@@ -20,6 +25,19 @@ from qgis.PyQt.QtWidgets import (
 from ..optionspec import OptionSpec, option_specs
 
 MAX_NUMBER = 1_000_000
+SCOPE = "bfe"
+
+
+def _read(key: str) -> Optional[str]:
+    """The saved text of ``key``: the current project's entry, else the QgsSettings value."""
+    text, found = QgsProject.instance().readEntry(SCOPE, key)
+    return text if found else QgsSettings().value(f"{SCOPE}/{key}")
+
+
+def _write(key: str, text: str) -> None:
+    """Save ``key`` in the current project (marks it dirty when changed) and in QgsSettings."""
+    QgsProject.instance().writeEntry(SCOPE, key, text)
+    QgsSettings().setValue(f"{SCOPE}/{key}", text)
 
 
 def _bounds(spec: OptionSpec) -> tuple:
@@ -76,7 +94,7 @@ def _get(editor: QWidget, spec: OptionSpec) -> Any:
 class OptionsForm(QWidget):
     """Editors for ``options_cls``; fields in ``primary`` first, the rest under "Advanced".
 
-    Values persist in QgsSettings under ``bfe/<settings_group>/<field>``.
+    Values persist under ``<settings_group>/<field>`` (see the module docstring).
     """
 
     def __init__(self, options_cls: type, primary: tuple = (), settings_group: str = "",
@@ -112,20 +130,19 @@ class OptionsForm(QWidget):
         return self.options_cls(**{s.name: _get(self.editors[s.name], s) for s in self.specs})
 
     def _key(self, name: str) -> str:
-        return f"bfe/{self.settings_group}/{name}"
+        return f"{self.settings_group}/{name}"
 
     def save(self) -> None:
-        settings = QgsSettings()
+        """Write the current values to the project and to QgsSettings."""
         for spec in self.specs:
             value = _get(self.editors[spec.name], spec)
-            settings.setValue(self._key(spec.name), "" if value is None else str(value))
+            _write(self._key(spec.name), "" if value is None else str(value))
 
     def restore(self) -> None:
-        """Defaults from the dataclass, overridden by saved settings that still parse."""
+        """Defaults from the dataclass, overridden by saved values that still parse."""
         self.set_options(self.options_cls())
-        settings = QgsSettings()
         for spec in self.specs:
-            saved = settings.value(self._key(spec.name))
+            saved = _read(self._key(spec.name))
             if saved is None:
                 continue
             try:

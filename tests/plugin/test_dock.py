@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+import weakref
 
 import pytest
 from qgis.core import (
@@ -289,6 +290,27 @@ def test_cancel_stops_fine_tuning(dock, layers):
     dock.cancel_button.click()
     assert wait_for(lambda: dock.task is None, timeout=30) < 5
     assert any("ancel" in m for m in bar.get_messages(Qgis.Info))
+
+
+def test_a_failed_step_leaves_nothing_alive_in_its_frames():
+    """What a failed step held (e.g. an open GDAL dataset) is released when the task fails,
+    not at a later garbage collection: run after QGIS exits, that one crashed in GDALClose."""
+    from bfe_plugin.tasks import CoreTask
+
+    class Held:
+        pass
+
+    held = []
+
+    def step(progress, cancel):
+        dataset = Held()
+        held.append(weakref.ref(dataset))
+        raise ValueError("the step failed")
+
+    task = CoreTask("bfe: failing step", step, on_done=print, on_error=print)
+    assert not task.run()
+    assert "the step failed" in task.details
+    assert held[0]() is None
 
 
 @pytest.mark.parametrize("missing", [[]])
