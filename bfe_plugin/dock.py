@@ -319,7 +319,8 @@ class BfeDock(QgsDockWidget):
         job = ExtractJob(raster, str(model), folder / "probability.tif",
                          folder / "footprints.gpkg", self.predict_form.options(),
                          self.extract_form.options(), self.inputs.band_list(), extent, aoi,
-                         existing, folder / "hints.gpkg" if self.add_hints.isChecked() else None)
+                         existing, folder / "hints.gpkg" if self.add_hints.isChecked() else None,
+                         previous=self.review.answers_file(folder))
         return ExtractTask(job, self._extracted, self._error)
 
     def _bundled_base(self) -> str:

@@ -158,6 +158,7 @@ class ExtractJob:
     aoi: Optional[str] = None  # polygon file limiting the area
     existing: Optional[str] = None  # the user's buildings, to find the new ones
     hints: Optional[Path] = None  # where to write "look here first" hints (None: no hints)
+    previous: Optional[str] = None  # a reviewed new-buildings file whose answers carry over
 
 
 def torch_step(step: Callable[..., Any]) -> Callable[..., Any]:
@@ -193,6 +194,7 @@ class ExtractTask(CoreTask):
     def __init__(self, job: ExtractJob, on_done: OnDone, on_error: OnError) -> None:
         from ml_core.extract import extract_footprints
         from ml_core.predict import predict_raster
+        from ml_core.review import carry_decisions
         from ml_core.uncertainty import hints
 
         self.job = job
@@ -205,6 +207,8 @@ class ExtractTask(CoreTask):
                                         existing=job.existing, cancel=cancel,
                                         progress=_stage(progress, self.PREDICT_SHARE,
                                                         1.0 - self.PREDICT_SHARE))
+            if job.previous is not None:
+                carry_decisions(job.previous, job.footprints)
             if job.hints is not None:
                 hints(job.probability, job.existing, job.hints, new_buildings=job.footprints,
                       min_area=job.extract.min_area, cancel=cancel)

@@ -77,6 +77,8 @@ class TrainOptions(_Checked):
     ignore_confident: Optional[float] = _opt(None, "Treat as unknown the background pixels the "
                                              "base model calls building above this probability.",
                                              min=0.0, max=1.0)
+    freeze_bn: bool = _opt(False, "Keep the base model's BatchNorm statistics fixed while "
+                           "fine-tuning (small batches give noisy statistics).")
 
 
 @dataclass

@@ -25,6 +25,7 @@ from .errors import InputError
 from .events import CancelToken, ProgressCallback, ProgressEvent, emit
 from .geometry import (
     BoxIndex,
+    PolygonSet,
     as_list,
     create_gpkg,
     open_layer,
@@ -266,6 +267,45 @@ def review_order(scores: np.ndarray, order: str = "score") -> np.ndarray:
     raise InputError(f"Unknown review order {order!r}; choose 'score' or 'uncertainty'.")
 
 
+def _proposals(new_buildings: PathLike) -> tuple[PolygonSet, list[int], np.ndarray]:
+    """The proposals' polygons, feature ids and scores, in layer order."""
+    props = read_polygons(new_buildings, what="new buildings", prefer=NEW_LAYER)
+    src, layer = open_layer(new_buildings, prefer=NEW_LAYER)
+    fids, scores = [], []
+    for feat in layer:
+        if feat.GetGeometryRef() is not None:
+            fids.append(feat.GetFID())
+            scores.append(feat.GetField("score"))
+    del src
+    if len(fids) != len(props.geoms):
+        raise InputError(f"{new_buildings}: some proposals have no polygon; extract again.")
+    return props, fids, np.asarray(scores, float)
+
+
+def carry_decisions(previous: PathLike, new_buildings: PathLike,
+                    min_cover: float = ACCEPT_COVER) -> ReviewCounts:
+    """Give the proposals of a new extraction the answers of the ``previous`` review.
+
+    A new proposal covered at least ``min_cover`` by previously rejected proposals is marked
+    rejected (the reviewer is not asked twice about the same false building), one covered by
+    accepted proposals accepted. ``new_buildings`` (bfe's own output) is updated in place;
+    returns the counts of the carried answers (``proposed``: left for review).
+    """
+    props, fids, _ = _proposals(new_buildings)
+    decisions: dict[int, str] = {}
+    for status in (ACCEPTED, REJECTED):  # a rejection wins where both cover a proposal
+        geoms, srs = status_polygons(previous, status)
+        ct = transform(srs, props.srs)
+        if ct is not None:
+            for g in geoms:
+                g.Transform(ct)
+        cover = BoxIndex(geoms).cover_fraction(props.geoms) if geoms else np.zeros(len(fids))
+        decisions.update({fids[i]: status for i in np.flatnonzero(cover >= min_cover)})
+    set_statuses(new_buildings, decisions)
+    accepted = sum(s == ACCEPTED for s in decisions.values())
+    return ReviewCounts(len(fids) - len(decisions), accepted, len(decisions) - accepted)
+
+
 def simulate_review(new_buildings: PathLike, truth: PathLike, out_path: PathLike, n: int = 20,
                     order: str = "score", min_cover: float = ACCEPT_COVER) -> ReviewCounts:
     """Play a ground-truth reviewer on up to ``n`` proposals and write the reviewed layer.
@@ -279,18 +319,9 @@ def simulate_review(new_buildings: PathLike, truth: PathLike, out_path: PathLike
     not modified.
     """
     check_writable(out_path)
-    props = read_polygons(new_buildings, what="new buildings", prefer=NEW_LAYER)
-    src, layer = open_layer(new_buildings, prefer=NEW_LAYER)
-    fids, scores = [], []
-    for feat in layer:
-        if feat.GetGeometryRef() is not None:
-            fids.append(feat.GetFID())
-            scores.append(feat.GetField("score"))
-    del src
-    if len(fids) != len(props.geoms):
-        raise InputError(f"{new_buildings}: some proposals have no polygon; extract again.")
+    props, fids, scores = _proposals(new_buildings)
     truth_geoms = read_polygons(truth, props.srs, "truth buildings", "buildings").geoms
-    chosen = review_order(np.asarray(scores, float), order)[:n]
+    chosen = review_order(scores, order)[:n]
     cover = BoxIndex(truth_geoms).cover_fraction([props.geoms[i] for i in chosen])
     decisions = {fids[i]: ACCEPTED if c >= min_cover else REJECTED for i, c in zip(chosen, cover)}
     with atomic_output(out_path) as tmp:

@@ -78,11 +78,12 @@ def _state_paths(out_model: PathLike) -> tuple[Path, Path]:
 def make_optimizer(net: torch.nn.Module, options: TrainOptions) -> torch.optim.Optimizer:
     """AdamW, or the paper's SGD (momentum 0.9, Nesterov); lr defaults depend on the choice."""
     if options.optimizer == "sgd":
-        return torch.optim.SGD(net.parameters(), lr=options.lr or 0.002, momentum=0.9,
-                               nesterov=True, weight_decay=options.weight_decay)
+        lr = 0.002 if options.lr is None else options.lr
+        return torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, nesterov=True,
+                               weight_decay=options.weight_decay)
     if options.optimizer == "adamw":
-        return torch.optim.AdamW(net.parameters(), lr=options.lr or 3e-4,
-                                 weight_decay=options.weight_decay)
+        lr = 3e-4 if options.lr is None else options.lr
+        return torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=options.weight_decay)
     raise InputError(f"Unknown optimizer {options.optimizer!r}; choose adamw or sgd.")
 
 
@@ -155,14 +156,16 @@ def predict_region(net: UNet, image: np.ndarray, device: torch.device) -> np.nda
 
 def ignore_confident(net: torch.nn.Module, split: Split, threshold: float,
                      device: torch.device) -> int:
-    """Mark unknown the training background pixels the base model calls building with
-    probability above ``threshold`` (likely unmapped buildings); returns how many."""
+    """Mark unknown the background pixels, in training and validation blocks alike, that the
+    base model calls building with probability above ``threshold`` (likely unmapped buildings);
+    returns how many training pixels changed."""
     changed = 0
     net.to(device)
-    for reg in split.train:
-        hit = (reg.mask == 0) & (predict_region(net, reg.image, device) > threshold)
-        reg.mask[hit] = UNKNOWN
-        changed += int(hit.sum())
+    for train, val in zip(split.train, split.val):
+        hit = predict_region(net, train.image, device) > threshold
+        changed += int((hit & (train.mask == 0)).sum())
+        for reg in (train, val):
+            reg.mask[hit & (reg.mask == 0)] = UNKNOWN
     return changed
 
 
@@ -221,10 +224,23 @@ def _progress(run: _Run, step: int, loss: float, elapsed: float, left: float,
                          loss=loss, val_dice=run.best_dice, eta_s=eta, device=device)
 
 
+def _train_mode(net: torch.nn.Module, freeze_bn: bool) -> None:
+    """Training mode, with BatchNorm layers left in eval mode (fixed statistics) if asked."""
+    net.train()
+    if freeze_bn:
+        for m in net.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
 def fit(net: UNet, split: Split, card: ModelCard, out_model: PathLike,
         options: Optional[TrainOptions] = None, progress: Optional[ProgressCallback] = None,
-        cancel: Optional[CancelToken] = None, resume: bool = False) -> TrainResult:
-    """Train ``net`` on ``split``; write best (``out_model``) and last checkpoints every epoch."""
+        cancel: Optional[CancelToken] = None, resume: bool = False,
+        validate_start: bool = False) -> TrainResult:
+    """Train ``net`` on ``split``; write best (``out_model``) and last checkpoints every epoch.
+
+    ``validate_start``: score the starting weights first (epoch 0), so a fine-tune that never
+    beats its base model returns the base model rather than a worse one."""
     options = options or TrainOptions()
     out_model = check_writable(Path(out_model).with_suffix(".safetensors"))
     device = select_device(options.device)
@@ -256,8 +272,14 @@ def fit(net: UNet, split: Split, card: ModelCard, out_model: PathLike,
     deterministic = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(device.type == "cpu", warn_only=True)
     try:
+        if not resume and validate_start:
+            run.threshold, run.best_dice = _validate(net, val, device, run.batch_size, cancel)
+            run.history.append({"epoch": 0, "loss": None, "val_dice": run.best_dice,
+                                "threshold": run.threshold, "seconds": 0.0})
+            save_model(out_model, net, replace(card, threshold=run.threshold,
+                                               metrics={"val_dice": run.best_dice, "epoch": 0}))
         while run.epoch < options.epochs:
-            net.train()
+            _train_mode(net, options.freeze_bn)
             losses: list[float] = []
             while len(losses) < options.steps_per_epoch:
                 check_cancel(cancel)
@@ -333,6 +355,7 @@ def finetune(raster: PathLike, labels: Union[PathLike, Sequence[PathLike], None]
     rio.check_band_list(ds, bands)
     gsd = options.gsd_m or (start.card.gsd_m if start else rio.pixel_size_m(ds))
     mean, std = rio.band_statistics(ds, bands)
+    ds = None  # not held open for the whole training
     with tempfile.TemporaryDirectory(prefix="bfe_train_") as tmp:
         label_mask = mask
         if label_mask is None:
@@ -354,7 +377,8 @@ def finetune(raster: PathLike, labels: Union[PathLike, Sequence[PathLike], None]
                      std=[float(v) for v in std], gsd_m=float(gsd), tile_size=options.crop_size,
                      loss=options.loss, training_data=sources,
                      base_model=Path(base).name if base is not None else None)
-    return fit(net, split, card, out_model, options, progress, cancel, resume)
+    return fit(net, split, card, out_model, options, progress, cancel, resume,
+               validate_start=start is not None)
 
 
 __all__ = ["DEFAULT_BASE", "TrainResult", "finetune", "fit", "last_path",

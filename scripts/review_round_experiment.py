@@ -7,9 +7,11 @@ next round fine-tunes from the round-0 model on the reviewed labels (``review.ru
 and the new buildings are scored again. A control round gets the same extra training with no
 review answers, so the gain of the review is not confused with the gain of training longer.
 
-F1 is reported twice: over all dropped buildings, and "unreviewed" (dropped buildings and
-predictions touching a reviewed proposal left out), which shows whether the answers helped
-beyond the very buildings they were about.
+F1 is reported three ways: "all" (every new building the model proposes against every
+dropped building: the model alone), "carried" (after ``review.carry_decisions`` marks again the
+proposals the reviewer already answered, rejected ones are no longer shown: what the user
+sees), and "unreviewed" (dropped buildings and predictions touching a reviewed proposal left
+out: whether the answers helped beyond the very buildings they were about).
 
     nice -n 10 .venv/bin/python scripts/review_round_experiment.py
 """
@@ -52,10 +54,15 @@ def _away_from(polys: PolygonSet, reviewed: list) -> PolygonSet:
 
 
 def score(footprints: Path, dropped: str, reviewed: list) -> dict:
-    """Object metrics of the new buildings against the dropped ones: all, and unreviewed."""
+    """Object metrics of the new buildings against the dropped ones: all, unreviewed, and
+    "carried" (the proposals left after the previous answers are carried over: what the
+    user is shown)."""
     pred = read_polygons(f"{footprints}|layername=new_buildings", what="new buildings")
     truth = read_polygons(dropped, pred.srs, "dropped buildings")
-    out = {"all": object_metrics(pred, truth)}
+    shown = [g for status in (review.PROPOSED, review.ACCEPTED)
+             for g in review.status_polygons(footprints, status)[0]]
+    out = {"all": object_metrics(pred, truth),
+           "carried": object_metrics(PolygonSet(shown, pred.srs, pred.source), truth)}
     if reviewed:
         out["unreviewed"] = object_metrics(_away_from(pred, reviewed), _away_from(truth, reviewed))
     return out
@@ -80,9 +87,9 @@ def run_once(raster: Path, buildings: str, seed: int, args, opts: TrainOptions) 
     for name, labels in (("control", unreviewed), ("round1", reviewed)):
         (work / name).mkdir()  # own folder, own round log
         res = review.run_round(raster, kept, labels, r0.model_path, work / name / "model", opts)
-        rounds[name] = {"train": res.train,
-                        "footprints": extract(raster, res.train.model_path, kept,
-                                              work / name / "footprints.gpkg")}
+        footprints = extract(raster, res.train.model_path, kept, work / name / "footprints.gpkg")
+        review.carry_decisions(labels, footprints)
+        rounds[name] = {"train": res.train, "footprints": footprints}
     return {"seed": seed, "workdir": str(work), "decisions": asdict(decided),
             "rounds": {name: {"val_dice": r["train"].best_val_dice,
                               "threshold": r["train"].threshold,
@@ -115,11 +122,13 @@ def main() -> None:
         for name, r in runs[-1]["rounds"].items():
             rev = r.get("unreviewed", {})
             print(f"seed {seed} {name:8s} F1 {r['all']['f1']:.3f} (P {r['all']['precision']:.3f}"
-                  f" R {r['all']['recall']:.3f})  unreviewed F1 {rev.get('f1', float('nan')):.3f}"
+                  f" R {r['all']['recall']:.3f})  carried F1 {r['carried']['f1']:.3f}"
+                  f"  unreviewed F1 {rev.get('f1', float('nan')):.3f}"
                   f"  val Dice {r['val_dice']}", flush=True)
         print(f"seed {seed} decisions: {runs[-1]['decisions']}", flush=True)
     names = ("round0", "control", "round1")
-    summary = {name: {subset: mean_f1(runs, name, subset) for subset in ("all", "unreviewed")
+    summary = {name: {subset: mean_f1(runs, name, subset)
+                      for subset in ("all", "carried", "unreviewed")
                       if subset in runs[0]["rounds"][name]} for name in names}
     result = {"raster": args.raster, "buildings": args.buildings, "dropped_fraction": 0.5,
               "base_model": str(DEFAULT_BASE) if DEFAULT_BASE.exists() else None,

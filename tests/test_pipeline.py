@@ -26,7 +26,8 @@ def test_run_writes_footprints_new_buildings_and_report(tmp_path):
 
 
 def test_cli_run_defaults_to_the_sample(tmp_path, capsys):
-    flags = [f"--{k.replace('_', '-')}={v}" for k, v in vars(TINY).items() if v is not None]
+    flags = [f"--{'' if v else 'no-'}{k.replace('_', '-')}" if isinstance(v, bool)
+             else f"--{k.replace('_', '-')}={v}" for k, v in vars(TINY).items() if v is not None]
     assert main(["run", "-o", str(tmp_path), "--base", "none", *flags]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert Path(summary["outdir"]) == tmp_path and summary["epochs"] == 1

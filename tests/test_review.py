@@ -126,6 +126,20 @@ def test_simulate_review_accepts_true_and_rejects_false(make_vector, tmp_path):
     assert statuses(out) == ["proposed", "proposed", "accepted", "accepted", "proposed"]
 
 
+def test_carry_decisions_marks_the_same_buildings_again(reviewed, tmp_path):
+    _raster, _osm, previous = reviewed  # B accepted, C rejected, D proposed
+    rows = [(pixel_box(21, 3, 30, 12), 0.8, "proposed"),    # B again, slightly smaller
+            (pixel_box(8, 20, 19, 29), 0.7, "proposed"),    # C again
+            (pixel_box(40, 40, 50, 50), 0.7, "proposed"),   # D: nobody answered
+            (pixel_box(16, 20, 28, 30), 0.6, "proposed"),   # 1/3 on C: still to review
+            (pixel_box(55, 55, 60, 60), 0.9, "proposed")]   # new elsewhere
+    new = write_proposals(tmp_path / "round1.gpkg", rows)
+    counts = review.carry_decisions(previous, new)
+    assert counts == review.ReviewCounts(proposed=3, accepted=1, rejected=1)
+    assert statuses(new) == ["accepted", "rejected", "proposed", "proposed", "proposed"]
+    assert statuses(previous) == ["accepted", "rejected", "proposed"]
+
+
 def test_set_statuses_rejects_unknown_values(tmp_path):
     props = write_proposals(tmp_path / "p.gpkg", [(pixel_box(1, 1, 5, 5), 0.9, "proposed")])
     review.set_statuses(props, {1: "accepted"})

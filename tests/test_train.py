@@ -17,7 +17,15 @@ from ml_core.events import CancelToken
 from ml_core.labels import rasterize_labels
 from ml_core.model import UNet
 from ml_core.modelfile import ModelCard, load_model, save_model
-from ml_core.train import finetune, fit, last_path, load_state, make_optimizer, save_state
+from ml_core.train import (
+    finetune,
+    fit,
+    ignore_confident,
+    last_path,
+    load_state,
+    make_optimizer,
+    save_state,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample" / "banepa_sample.tif"
@@ -155,3 +163,46 @@ def test_base_model_band_mismatch_is_a_clear_error(tmp_path):
 def test_resume_without_checkpoint_is_a_clear_error(tiny, tmp_path):
     with pytest.raises(InputError):
         _fit(tiny, tmp_path / "none.safetensors", resume=True)
+
+
+def _bn_means(net: torch.nn.Module) -> list:
+    return [m.running_mean.clone() for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_freeze_bn_keeps_the_batchnorm_statistics(tiny, tmp_path, freeze):
+    result, _ = _fit(tiny, tmp_path / "m.safetensors", replace(TINY, freeze_bn=freeze))
+    torch.manual_seed(TINY.seed)
+    start = _bn_means(UNet(3, 2, TINY.width, TINY.depth))
+    after = _bn_means(load_model(last_path(result.model_path)).net)
+    same = [torch.equal(a, b) for a, b in zip(start, after)]
+    assert all(same) if freeze else not any(same)
+
+
+def test_a_fine_tune_that_never_beats_its_start_returns_the_start(tiny, tmp_path):
+    regions, card = tiny
+    torch.manual_seed(0)
+    net = UNet(3, 2, TINY.width, TINY.depth)
+    start = {k: v.clone() for k, v in net.state_dict().items()}
+    split = split_blocks(regions, TINY.crop_size // 2, TINY.val_fraction, TINY.seed)
+    frozen = replace(TINY, lr=0.0, weight_decay=0.0, freeze_bn=True, epochs=2)
+    result = fit(net, split, card, tmp_path / "m.safetensors", frozen, validate_start=True)
+    assert result.best_epoch == 0 and [h["epoch"] for h in result.history] == [0, 1, 2]
+    assert result.history[1]["val_dice"] == result.history[0]["val_dice"]
+    best = _weights(result.model_path)
+    assert all(torch.equal(best[k], v) for k, v in start.items())
+
+
+def test_ignore_confident_unlabels_background_in_training_and_validation(tiny):
+    regions, _ = tiny
+    split = split_blocks(regions, TINY.crop_size // 2, TINY.val_fraction, TINY.seed)
+    before = [(r.mask.copy(), v.mask.copy()) for r, v in zip(split.train, split.val)]
+    net = UNet(3, 2, TINY.width, TINY.depth)
+    with torch.no_grad():  # a model that calls every pixel building
+        net.head.weight.zero_()
+        net.head.bias.copy_(torch.tensor([-5.0, 5.0]))
+    changed = ignore_confident(net, split, 0.5, torch.device("cpu"))
+    assert changed == sum(int((t == 0).sum()) for t, _ in before) > 0
+    for (t0, v0), reg, val in zip(before, split.train, split.val):
+        assert not (reg.mask == 0).any() and not (val.mask == 0).any()
+        assert np.array_equal(reg.mask == 1, t0 == 1) and np.array_equal(val.mask == 1, v0 == 1)

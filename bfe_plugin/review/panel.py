@@ -22,6 +22,7 @@ from qgis.core import (
     QgsWkbTypes,
 )
 from qgis.gui import QgsMapCanvas, QgsMapLayerComboBox, QgsRubberBand
+from qgis.PyQt import sip
 from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtGui import QColor, QKeySequence
 from qgis.PyQt.QtWidgets import (
@@ -38,6 +39,7 @@ from qgis.PyQt.QtWidgets import (
 from ml_core.errors import BfeError, InputError
 from ml_core.review import ACCEPTED, PROPOSED, REJECTED, STATUS_FIELD, review_order
 
+from ..sources import vector_path
 from .accept import accepted_ids, copy_features
 from .complete_area import CompleteAreaTool, complete_area_layer
 
@@ -264,6 +266,17 @@ class ReviewPanel(QWidget):
         self.complete.setLayer(layer)
         self.tool = CompleteAreaTool(self.canvas, layer)
         self.canvas.setMapTool(self.tool)
+
+    def answers_file(self, folder: Path) -> Optional[str]:
+        """The proposals reviewed so far as a file, if any was accepted or rejected, so that the
+        next extraction carries the answers over (``ml_core.review.carry_decisions``)."""
+        if self.layer is None or sip.isdeleted(self.layer):
+            return None
+        answered = QgsFeatureRequest().setFilterExpression(
+            f"\"{STATUS_FIELD}\" IN ('{ACCEPTED}', '{REJECTED}')").setLimit(1)
+        if next(self.layer.getFeatures(answered), None) is None:
+            return None
+        return vector_path(self.layer, folder / "previous_review.gpkg")
 
     def complete_layer(self) -> Optional[QgsVectorLayer]:
         """The layer of complete areas chosen (None: labels are complete nowhere)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pytest
@@ -87,14 +88,15 @@ def model(tmp_path) -> Path:
                     TrainOptions(**TINY), base=None).model_path
 
 
-def extract(raster: Path, model: Path, existing: Path, folder: Path) -> QgsVectorLayer:
+def extract(raster: Path, model: Path, existing: Path, folder: Path,
+            previous: Optional[str] = None) -> QgsVectorLayer:
     """Step 1: extraction as the dock runs it (ExtractTask); the new-buildings layer."""
     from bfe_plugin.tasks import ExtractJob, ExtractTask
     from ml_core.config import ExtractOptions, PredictOptions
 
     job = ExtractJob(str(raster), str(model), folder / "probability.tif",
                      folder / "footprints.gpkg", PredictOptions(device="cpu"),
-                     ExtractOptions(threshold=0.4), existing=str(existing))
+                     ExtractOptions(threshold=0.4), existing=str(existing), previous=previous)
     run_task(ExtractTask(job, lambda _r: None, lambda *_e: None))
     layer = QgsVectorLayer(f"{job.footprints}|layername=new_buildings", "new buildings", "ogr")
     QgsProject.instance().addMapLayer(layer)
@@ -166,6 +168,32 @@ def test_full_review_round(sample_crop, user_layer, model, qgis_canvas, tmp_path
     mine.undoStack().undo()
     assert mine.featureCount() == before_count
     mine.rollBack()
+
+
+def test_extracting_again_carries_the_answers_over(sample_crop, user_layer, model, qgis_canvas,
+                                                   tmp_path):
+    from bfe_plugin.review.panel import ReviewPanel
+
+    raster, (_mine, mine_path) = sample_crop[0], user_layer
+    first = tmp_path / "first"
+    first.mkdir()
+    new = extract(raster, model, mine_path, first)
+    panel = ReviewPanel(qgis_canvas)
+    panel.set_layer(new)
+    assert panel.answers_file(tmp_path) is None  # nothing answered yet: nothing to carry
+    accepted = panel.current
+    panel.accept()
+    rejected = panel.current
+    panel.reject()
+    answers = panel.answers_file(tmp_path)
+    again = tmp_path / "again"
+    again.mkdir()
+    # the same model and buildings give the same proposals; the answers come with them
+    renewed = extract(raster, model, mine_path, again, previous=answers)
+    status = {f.geometry().asWkt(0): f["status"] for f in renewed.getFeatures()}
+    assert status[new.getFeature(accepted).geometry().asWkt(0)] == "accepted"
+    assert status[new.getFeature(rejected).geometry().asWkt(0)] == "rejected"
+    assert sorted(status.values()).count("proposed") == renewed.featureCount() - 2
 
 
 @pytest.fixture
