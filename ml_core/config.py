@@ -74,11 +74,12 @@ class TrainOptions(_Checked):
                       min=1, max=7)
     gsd_m: Optional[float] = _opt(None, "Resample the raster to this pixel size in metres; "
                                   "default: the base model's, else the raster's own.", min=0.01)
-    ignore_confident: Optional[float] = _opt(None, "Treat as unknown the background pixels the "
-                                             "base model calls building above this probability.",
-                                             min=0.0, max=1.0)
-    freeze_bn: bool = _opt(False, "Keep the base model's BatchNorm statistics fixed while "
-                           "fine-tuning (small batches give noisy statistics).")
+    ignore_confident: Optional[float] = _opt(
+        0.5, "Treat as unknown (in training and validation blocks) the background pixels the "
+        "base model calls building above this probability: likely unmapped buildings (0: off).",
+        min=0.0, max=1.0)
+    freeze_bn: bool = _opt(True, "Keep the base model's BatchNorm statistics fixed while "
+                           "fine-tuning (batches of a few crops give noisy statistics).")
 
 
 @dataclass
@@ -91,6 +92,8 @@ class PredictOptions(_Checked):
     batch_size: int = _opt(4, "Tiles per forward pass.", min=1, max=512)
     device: str = _opt("auto", "Compute device.", choices=("auto", "cpu", "cuda", "mps"))
     tta: bool = _opt(False, "Flip test-time augmentation (slower, slightly higher recall).")
+    normalize: str = _opt("raster", "Normalise with this raster's own band statistics (as in "
+                          "training) or the model card's.", choices=("raster", "model"))
 
 
 DEFAULT_THRESHOLD = 0.5  # when neither the user nor a model chose one

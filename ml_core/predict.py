@@ -1,7 +1,9 @@
 """Streaming tiled prediction: a raster (or part of it) -> a building-probability GeoTIFF.
 
 Tiles are read at the model's ground sampling distance (resampled on read when the raster's pixel
-size differs by more than 20 %), normalised with the model card's statistics, and the network's
+size differs by more than 20 %), normalised with the raster's own band statistics (as every
+bfe model is trained: each training raster by its own; the card's statistics on request), and
+the network's
 probability is resized back to the tile's raster window. Overlapping tiles are blended with
 :func:`ml_core.tiling.blend_weights` in a strip accumulator one tile high and one region wide;
 rows no later tile touches are written out at once, so memory is bounded by tile size x (batch +
@@ -172,8 +174,9 @@ def predict_raster(raster: rio.RasterLike, model: Union[LoadedModel, PathLike],
     overlap = min(round(options.overlap / scale), tile // 2)
     windows = tile_windows(ds.RasterXSize, ds.RasterYSize, tile, overlap, region)
     rule = rio.valid_mask_band(ds, bands)
-    mean = torch.tensor(card.mean, dtype=torch.float32).view(1, -1, 1, 1)
-    std = torch.tensor(card.std, dtype=torch.float32).view(1, -1, 1, 1)
+    stats = rio.band_statistics(ds, bands) if options.normalize == "raster" else (card.mean,
+                                                                                  card.std)
+    mean, std = (torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1) for v in stats)
     out_size = None if scale == 1 else (net_tile, net_tile)
     with atomic_output(out_path) as tmp:
         out = rio.create_like(ds, tmp, region.x, region.y, region.w, region.h,

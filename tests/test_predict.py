@@ -64,6 +64,31 @@ def test_tiled_equals_untiled(make_raster, tmp_path, net):
         np.testing.assert_allclose(a, 1 / (1 + np.exp(-1.2)), atol=1e-5)
 
 
+def test_normalised_with_the_rasters_own_statistics_or_the_cards(make_raster, tmp_path):
+    from ml_core import raster as rio
+
+    raster = make_raster(width=64, height=48)
+    mean, std = rio.band_statistics(rio.open_raster(raster), [1, 2, 3])
+    ds = gdal.Open(str(raster))
+    img = ds.ReadAsArray().astype(np.float32)
+    net = Pointwise()
+
+    def expected(m, s):
+        x = (torch.from_numpy(img)[None] - torch.tensor(m).view(1, 3, 1, 1)) / \
+            torch.tensor(s).view(1, 3, 1, 1)
+        with torch.no_grad():
+            return torch.softmax(net(x.float()), 1)[0, 1].numpy()
+
+    def predicted(normalize):
+        opts = PredictOptions(tile_size=64, overlap=0, device="cpu", normalize=normalize)
+        return read(predict_raster(raster, loaded(net), tmp_path / f"{normalize}.tif", opts))
+
+    own, card = predicted("raster"), predicted("model")
+    np.testing.assert_allclose(own, expected(mean, std), atol=1e-5)
+    np.testing.assert_allclose(card, expected([100.0] * 3, [50.0] * 3), atol=1e-5)
+    assert np.abs(own - card).max() > 0.01
+
+
 def test_small_raster_masked_pixels_and_output_format(make_raster, tmp_path):
     valid = np.ones((20, 30), bool)
     valid[:5] = False

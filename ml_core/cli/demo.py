@@ -17,7 +17,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     with ctrl_c_cancels() as cancel:
         scores = run_demo(args.output, args.fraction, args.drop_seed,
                           options_from_args(args, TrainOptions), base=args.base,
-                          progress=ProgressBar(), cancel=cancel)
+                          progress=ProgressBar(), cancel=cancel, raster=args.raster,
+                          buildings=args.buildings)
     print(describe(scores, args.output))
     return 0
 
@@ -29,5 +30,8 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", default="out/demo", help="Output folder.")
     p.add_argument("--fraction", type=float, default=0.5, help="Share of buildings to drop.")
     p.add_argument("--drop-seed", type=int, default=0, help="Seed of the drop.")
+    p.add_argument("--raster", default=None, help="Another raster (default: the sample).")
+    p.add_argument("--buildings", default=None,
+                   help="Its complete building layer, to drop from and score against.")
     add_train_args(p)
     p.set_defaults(func=_cmd_demo, minutes=DEMO_MINUTES)

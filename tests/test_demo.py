@@ -1,0 +1,40 @@
+"""``bfe demo``: drop, recover and score, on the sample or another raster and layer."""
+
+import json
+
+from osgeo import ogr
+
+from ml_core.cli import main
+from ml_core.config import TrainOptions
+from ml_core.demo import run_demo
+from ml_core.pipeline import SAMPLE_BUILDINGS, SAMPLE_RASTER
+
+TINY = TrainOptions(loss="ce", epochs=1, steps_per_epoch=2, batch_size=2, crop_size=64, width=4,
+                    depth=2, gsd_m=0.8, device="cpu")
+
+
+def _count(path, layer=None) -> int:
+    src = ogr.Open(str(path))
+    return (src.GetLayerByName(layer) if layer else src.GetLayer(0)).GetFeatureCount()
+
+
+def test_demo_drops_half_and_scores_against_the_dropped(tmp_path):
+    scores = run_demo(tmp_path, 0.5, 0, TINY, base=None)
+    total = _count(SAMPLE_BUILDINGS)
+    assert scores["buildings"] == total and scores["dropped"] == round(total * 0.5)
+    assert _count(tmp_path / "partial_buildings.gpkg", "dropped") == scores["dropped"]
+    assert scores["new_buildings"] == _count(tmp_path / "new_buildings.gpkg")
+    assert 0 <= scores["recall_of_dropped"] <= 1 and 0 <= scores["precision"] <= 1
+    assert json.loads((tmp_path / "demo_scores.json").read_text()) == scores
+    assert (tmp_path / "preview.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_demo_on_another_raster_and_layer(tmp_path, capsys):
+    flags = ["--loss=ce", "--epochs=1", "--steps-per-epoch=2", "--batch-size=2",
+             "--crop-size=64", "--gsd-m=0.8", "--device=cpu"]
+    assert main(["demo", "-o", str(tmp_path), "--fraction", "0.3", "--base", "none",
+                 "--raster", str(SAMPLE_RASTER), "--buildings", str(SAMPLE_BUILDINGS),
+                 *flags]) == 0
+    scores = json.loads((tmp_path / "demo_scores.json").read_text())
+    assert scores["dropped"] == round(_count(SAMPLE_BUILDINGS) * 0.3)
+    assert "Recall of the dropped buildings" in capsys.readouterr().out
