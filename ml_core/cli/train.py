@@ -20,12 +20,12 @@ from . import add_options, csv_list, options_from_args
 class ProgressBar:
     """Renders progress events as one refreshing line on stderr (plain lines when not a TTY)."""
 
-    def __init__(self, stream=sys.stderr, width: int = 24, min_interval: float = 0.2) -> None:
-        self.stream = stream
+    def __init__(self, stream=None, width: int = 24, min_interval: float = 0.2) -> None:
+        self.stream = stream or sys.stderr  # looked up now: sys.stderr may have been replaced
         self.width = width
         self.min_interval = min_interval
         self._last = 0.0
-        self._tty = stream.isatty()
+        self._tty = self.stream.isatty()
 
     def __call__(self, ev: ProgressEvent) -> None:
         now = time.monotonic()
