@@ -78,6 +78,8 @@ class TrainOptions(_Checked):
         0.5, "Treat as unknown (in training and validation blocks) the background pixels the "
         "base model calls building above this probability: likely unmapped buildings (0: off).",
         min=0.0, max=1.0)
+    keep_start: bool = _opt(True, "Score the starting model on the held-out blocks first and "
+                            "keep it if no epoch beats it.")
     freeze_bn: bool = _opt(True, "Keep the base model's BatchNorm statistics fixed while "
                            "fine-tuning (batches of a few crops give noisy statistics).")
 

@@ -240,7 +240,8 @@ def fit(net: UNet, split: Split, card: ModelCard, out_model: PathLike,
     """Train ``net`` on ``split``; write best (``out_model``) and last checkpoints every epoch.
 
     ``validate_start``: score the starting weights first (epoch 0), so a fine-tune that never
-    beats its base model returns the base model rather than a worse one."""
+    beats its base model returns the base model rather than a worse one (``finetune`` asks for
+    it when it starts from a base model and ``options.keep_start`` is on)."""
     options = options or TrainOptions()
     out_model = check_writable(Path(out_model).with_suffix(".safetensors"))
     device = select_device(options.device)
@@ -378,7 +379,7 @@ def finetune(raster: PathLike, labels: Union[PathLike, Sequence[PathLike], None]
                      loss=options.loss, training_data=sources,
                      base_model=Path(base).name if base is not None else None)
     return fit(net, split, card, out_model, options, progress, cancel, resume,
-               validate_start=start is not None)
+               validate_start=start is not None and options.keep_start)
 
 
 __all__ = ["DEFAULT_BASE", "TrainResult", "finetune", "fit", "last_path",
