@@ -33,6 +33,16 @@ SAMPLE_BUILDINGS = REPO / "data" / "sample" / "banepa_sample_buildings.gpkg"
 SHARED = REPO.parent / "shared" / "data" / "banepa_osm"
 
 
+@pytest.fixture(autouse=True)
+def default_options() -> Iterator[None]:
+    """Every test starts from the option defaults: the dock saves its options in the QGIS
+    profile, which outlives a test (and a test run)."""
+    from qgis.core import QgsSettings
+
+    QgsSettings().remove("bfe")
+    yield
+
+
 @pytest.fixture
 def plugin(qgis_iface, qgis_new_project) -> Iterator:
     """The plugin, loaded as QGIS loads it, unloaded afterwards."""
