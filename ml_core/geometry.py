@@ -303,10 +303,7 @@ def burn(layer, grid: gdal.Dataset, xoff: int, yoff: int, xsize: int, ysize: int
 
 def raster_bounds(ds: gdal.Dataset) -> tuple:
     """(minx, maxx, miny, maxy) of a north-up raster in its CRS."""
-    gt = ds.GetGeoTransform()
-    xs = [gt[0], gt[0] + ds.RasterXSize * gt[1]]
-    ys = [gt[3], gt[3] + ds.RasterYSize * gt[5]]
-    return min(xs), max(xs), min(ys), max(ys)
+    return window_envelope(ds, 0, 0, ds.RasterXSize, ds.RasterYSize)
 
 
 def overlaps(a: tuple, b: tuple) -> bool:
@@ -322,6 +319,21 @@ def pixel_window(ds: gdal.Dataset, env: tuple) -> tuple:
     x0, x1 = max(0, int(np.floor(xs[0]))), min(ds.RasterXSize, int(np.ceil(xs[1])))
     y0, y1 = max(0, int(np.floor(ys[0]))), min(ds.RasterYSize, int(np.ceil(ys[1])))
     return x0, y0, max(0, x1 - x0), max(0, y1 - y0)
+
+
+def window_envelope(ds: gdal.Dataset, x: int, y: int, w: int, h: int) -> tuple:
+    """(minx, maxx, miny, maxy) of the pixel window (x, y, w, h) of a north-up raster."""
+    gt = ds.GetGeoTransform()
+    xs = [gt[0] + x * gt[1], gt[0] + (x + w) * gt[1]]
+    ys = [gt[3] + y * gt[5], gt[3] + (y + h) * gt[5]]
+    return min(xs), max(xs), min(ys), max(ys)
+
+
+def envelope_polygon(env: tuple) -> ogr.Geometry:
+    """The rectangle of a (minx, maxx, miny, maxy) envelope."""
+    x0, x1, y0, y1 = env
+    return ogr.CreateGeometryFromWkt(
+        f"POLYGON(({x0} {y0},{x1} {y0},{x1} {y1},{x0} {y1},{x0} {y0}))")
 
 
 def check_overlap(ds: gdal.Dataset, sets: Sequence[PolygonSet], raster_file: str) -> None:

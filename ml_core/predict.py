@@ -25,14 +25,25 @@ from typing import Optional, Union
 import numpy as np
 import torch
 import torch.nn.functional as F
-from osgeo import gdal, ogr
+from osgeo import gdal
 
 from . import raster as rio
 from .config import THRESHOLD_KEY, PredictOptions
 from .device import select_device
 from .errors import InputError
 from .events import CancelToken, ProgressCallback, ProgressEvent, check_cancel, emit
-from .geometry import burn, memory_layer, pixel_window, read_polygons, srs_of, transform
+from .geometry import (
+    BoxIndex,
+    PolygonSet,
+    burn,
+    envelope_polygon,
+    memory_layer,
+    pixel_window,
+    read_polygons,
+    srs_of,
+    transform,
+    window_envelope,
+)
 from .io_utils import atomic_output, check_writable
 from .modelfile import LoadedModel, check_bands, load_model
 from .tiling import Window, blend_weights, tile_windows
@@ -62,14 +73,25 @@ def network_probability(net: torch.nn.Module, x: torch.Tensor, tta: bool = False
 def parse_extent(ds: gdal.Dataset, extent: Sequence) -> tuple:
     """``(xmin, ymin, xmax, ymax[, crs])`` -> (minx, maxx, miny, maxy) in the raster CRS."""
     xmin, ymin, xmax, ymax = (float(v) for v in extent[:4])
-    ring = ogr.CreateGeometryFromWkt(
-        f"POLYGON(({xmin} {ymin},{xmax} {ymin},{xmax} {ymax},{xmin} {ymax},{xmin} {ymin}))")
+    ring = envelope_polygon((xmin, xmax, ymin, ymax))
     if len(extent) > 4:
         ct = transform(srs_of(str(extent[4])), srs_of(ds))
         if ct is not None:
             ring.Segmentize((xmax - xmin) / 16 or 1)
             ring.Transform(ct)
     return ring.GetEnvelope()
+
+
+def windows_in_aoi(ds: gdal.Dataset, windows: Sequence[Window], aoi: PolygonSet) -> list[Window]:
+    """The windows that meet an AOI polygon; the others would be masked out entirely."""
+    index = BoxIndex(aoi.geoms)
+    keep = []
+    for win in windows:
+        env = window_envelope(ds, *win)
+        box = envelope_polygon(env)
+        if any(box.Intersects(index.geoms[j]) for j in index.query(env)):
+            keep.append(win)
+    return keep
 
 
 def prediction_region(ds: gdal.Dataset, extent: Optional[Sequence] = None, aoi=None):
@@ -173,6 +195,8 @@ def predict_raster(raster: rio.RasterLike, model: Union[LoadedModel, PathLike],
     tile = max(1, round(net_tile / scale))
     overlap = min(round(options.overlap / scale), tile // 2)
     windows = tile_windows(ds.RasterXSize, ds.RasterYSize, tile, overlap, region)
+    if aoi_polys is not None:
+        windows = windows_in_aoi(ds, windows, aoi_polys)
     rule = rio.valid_mask_band(ds, bands)
     stats = rio.band_statistics(ds, bands) if options.normalize == "raster" else (card.mean,
                                                                                   card.std)

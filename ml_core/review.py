@@ -28,6 +28,7 @@ from .geometry import (
     PolygonSet,
     as_list,
     create_gpkg,
+    envelope_polygon,
     open_layer,
     polygon_part,
     raster_bounds,
@@ -141,9 +142,7 @@ def _known_area(raster: PathLike, complete_area, srs: osr.SpatialReference,
     proposals nobody answered, as polygons in ``srs``."""
     if complete_area is None:
         ds = gdal.OpenEx(str(raster))
-        x0, x1, y0, y1 = raster_bounds(ds)
-        box = ogr.CreateGeometryFromWkt(
-            f"POLYGON(({x0} {y0},{x1} {y0},{x1} {y1},{x0} {y1},{x0} {y0}))")
+        box = envelope_polygon(raster_bounds(ds))
         ct = transform(srs_of(ds), srs)
         if ct is not None:
             box.Transform(ct)

@@ -13,6 +13,7 @@ from ml_core.config import THRESHOLD_KEY, PredictOptions
 from ml_core.errors import InputError
 from ml_core.modelfile import LoadedModel, ModelCard
 from ml_core.predict import NODATA, predict_raster
+from ml_core.tiling import Window, tile_windows
 
 
 class Constant(nn.Module):
@@ -24,6 +25,16 @@ class Constant(nn.Module):
         out = torch.zeros(x.shape[0], 2, *x.shape[2:])
         out[:, 1] = 1.2
         return out
+
+
+class Counting(Constant):
+    """The constant model, counting the tiles it is run on."""
+
+    tiles = 0
+
+    def forward(self, x):
+        self.tiles += x.shape[0]
+        return super().forward(x)
 
 
 class Pointwise(nn.Module):
@@ -118,6 +129,16 @@ def test_extent_and_aoi(make_raster, make_vector, tmp_path):
     aoi = make_vector("aoi.gpkg", [pixel_box(10, 10, 30, 30), pixel_box(50, 50, 60, 60)])
     prob = read(predict_raster(raster, loaded(Constant()), tmp_path / "a.tif", opts, aoi=aoi))
     assert prob.shape == (50, 50) and (prob > 0).sum() == 20 * 20 + 10 * 10
+    # two far corners: only the tiles that meet them are run
+    squares = [(3, 3, 12, 12), (88, 88, 97, 97)]  # x0, y0, x1, y1 in pixels
+    corners = make_vector("corners.gpkg", [pixel_box(*sq) for sq in squares])
+    counting = Counting()
+    prob = read(predict_raster(raster, loaded(counting), tmp_path / "c.tif", opts, aoi=corners))
+    assert (prob > 0).sum() == 2 * 9 * 9
+    windows = tile_windows(100, 100, 32, 8, Window(3, 3, 94, 94))
+    meeting = [w for w in windows if any(w.x < x1 and x0 < w.x + w.w and w.y < y1 and
+                                         y0 < w.y + w.h for x0, y0, x1, y1 in squares)]
+    assert counting.tiles == len(meeting) < len(windows)
     with pytest.raises(InputError, match="does not overlap"):
         predict_raster(raster, loaded(Constant()), tmp_path / "x.tif", opts,
                        extent=(0, 0, 10, 10))
