@@ -309,20 +309,21 @@ def simulate_review(new_buildings: PathLike, truth: PathLike, out_path: PathLike
                     order: str = "score", min_cover: float = ACCEPT_COVER) -> ReviewCounts:
     """Play a ground-truth reviewer on up to ``n`` proposals and write the reviewed layer.
 
-    A proposal is accepted when true buildings cover at least ``min_cover`` of it, else
-    rejected. Default order ``score``: the panel's order, and the one that fixes most labels.
-    The confident proposals are the unmapped buildings the model found although round 0
-    labelled them background; accepting them removes exactly that contradiction, while a
-    rejection only changes the mask where background was not already labelled (complete areas).
-    Writes ``out_path`` (layer ``new_buildings``) with ``status`` set; ``new_buildings`` is
-    not modified.
+    In review ``order`` (default ``score``, the panel's), a proposal that true buildings cover
+    at least ``min_cover`` of is accepted, one that touches no true building is rejected, and
+    one in between (a blob straddling a building and its yard) is skipped, as a careful mapper
+    would rather than label half a yard as building or half a building as background; skips do
+    not count as decisions. Writes ``out_path`` (layer ``new_buildings``) with ``status`` set;
+    ``new_buildings`` is not modified.
     """
     check_writable(out_path)
     props, fids, scores = _proposals(new_buildings)
     truth_geoms = read_polygons(truth, props.srs, "truth buildings", "buildings").geoms
-    chosen = review_order(scores, order)[:n]
-    cover = BoxIndex(truth_geoms).cover_fraction([props.geoms[i] for i in chosen])
-    decisions = {fids[i]: ACCEPTED if c >= min_cover else REJECTED for i, c in zip(chosen, cover)}
+    order_idx = review_order(scores, order)
+    cover = BoxIndex(truth_geoms).cover_fraction([props.geoms[i] for i in order_idx])
+    answer = np.where(cover >= min_cover, 1, np.where(cover == 0, 0, -1))  # -1: skip
+    decided = np.flatnonzero(answer >= 0)[:n]
+    decisions = {fids[order_idx[k]]: ACCEPTED if answer[k] else REJECTED for k in decided}
     with atomic_output(out_path) as tmp:
         gdal.VectorTranslate(str(tmp), str(new_buildings).split("|")[0], format="GPKG",
                              layers=[NEW_LAYER], layerName=NEW_LAYER, options=["-preserve_fid"])

@@ -107,11 +107,12 @@ def test_review_order():
         review.review_order(scores, "random")
 
 
-def test_simulate_review_accepts_true_and_rejects_false(make_vector, tmp_path):
+def test_simulate_review_accepts_true_rejects_false_and_skips_straddling(make_vector, tmp_path):
     truth = make_vector("truth.gpkg", [pixel_box(0, 0, 10, 10), pixel_box(20, 0, 30, 10),
                                        pixel_box(40, 0, 50, 10)])
     rows = [(pixel_box(1, 1, 9, 9), 0.9, "proposed"),        # true
             (pixel_box(0, 30, 10, 40), 0.85, "proposed"),    # false
+            (pixel_box(14, 0, 24, 10), 0.7, "proposed"),     # 40 % on truth: skipped
             (pixel_box(21, 1, 29, 9), 0.6, "proposed"),      # true
             (pixel_box(35, 0, 45, 10), 0.52, "proposed"),    # half on truth: accepted
             (pixel_box(0, 50, 10, 60), 0.3, "proposed")]     # false, never reviewed (n=4)
@@ -119,11 +120,13 @@ def test_simulate_review_accepts_true_and_rejects_false(make_vector, tmp_path):
     before = digest(props)
     out = tmp_path / "reviewed.gpkg"
     counts = review.simulate_review(props, truth, out, n=4)
-    assert counts == review.ReviewCounts(proposed=1, accepted=3, rejected=1)
-    assert statuses(out) == ["accepted", "rejected", "accepted", "accepted", "proposed"]
+    assert counts == review.ReviewCounts(proposed=2, accepted=3, rejected=1)
+    assert statuses(out) == ["accepted", "rejected", "proposed", "accepted", "accepted",
+                             "proposed"]
     assert digest(props) == before
     review.simulate_review(props, truth, out, n=2, order="uncertainty")
-    assert statuses(out) == ["proposed", "proposed", "accepted", "accepted", "proposed"]
+    assert statuses(out) == ["proposed", "proposed", "proposed", "accepted", "accepted",
+                             "proposed"]
 
 
 def test_carry_decisions_marks_the_same_buildings_again(reviewed, tmp_path):
