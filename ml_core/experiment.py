@@ -54,10 +54,10 @@ class ExperimentConfig:
     buildings: str = "hotosm/kampala/kampala_buildings.gpkg"
     test_fraction: float = 0.3
     # An epoch budget, not minutes, so that every loss gets the same training whatever else
-    # runs on the machine. ``ignore_confident`` and ``keep_start`` are off: the grid compares
-    # what the losses alone do with missing labels, as the letter does.
+    # runs on the machine. ``ignore_confident`` is off: the grid compares what the losses alone
+    # do with missing labels, as the letter does.
     train: TrainOptions = field(default_factory=lambda: TrainOptions(
-        epochs=6, minutes=None, patience=6, ignore_confident=None, keep_start=False))
+        epochs=6, minutes=None, patience=6, ignore_confident=None))
 
     @classmethod
     def preset(cls, quick: bool = False) -> ExperimentConfig:

@@ -107,8 +107,7 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     overrides = {k: tuple(v) if isinstance(v, list) else v for k in
                  ("losses", "missing", "minutes", "seeds") if (v := getattr(args, k)) is not None}
     config = replace(ExperimentConfig.preset(args.quick), **overrides)
-    train = {k: v for k in ("epochs", "ignore_confident", "keep_start")
-             if (v := getattr(args, k)) is not None}
+    train = {k: v for k in ("epochs", "ignore_confident") if (v := getattr(args, k)) is not None}
     config = replace(config, train=replace(config.train, **train))
     with ctrl_c_cancels() as cancel:
         paths = run_experiment(args.data, args.out, config, base=args.base,
@@ -148,9 +147,6 @@ def register(subparsers) -> None:
     p.add_argument("--epochs", type=int, default=None, help="Training epochs per run.")
     p.add_argument("--ignore-confident", type=float, default=None,
                    help="Train every loss with this ignore_confident (default: off).")
-    p.add_argument("--keep-start", action=argparse.BooleanOptionalAction, default=None,
-                   help="Keep the base model when no epoch beats it (default: off, so that "
-                        "every run shows what its loss did).")
     p.add_argument("--seeds", type=csv_list(int), default=None, help="Seeds, e.g. 0,1.")
     p.add_argument("--quick", action="store_true", help="Small preset finishing in < 10 min.")
     p.add_argument("--base", type=_base_arg, default=str(DEFAULT_BASE),
