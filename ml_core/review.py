@@ -229,6 +229,10 @@ def run_round(raster: PathLike, buildings, new_buildings: PathLike, current_mode
 
     ``ignore_confident`` is switched off: the current model calls the rejected proposals
     building, so it would turn exactly the reviewer's background answers back into unknown.
+    ``keep_start`` is switched on: the held-out blocks now hold the reviewer's answers and are
+    not cleaned by the current model's own predictions, so they can fairly decide whether the
+    retrained model beats the one the reviewer worked with; if not, the round keeps it (and the
+    answers still count: the next extraction carries them over, ``carry_decisions``).
     """
     from .modelfile import read_card  # torch: imported only when a round really runs
     from .train import finetune
@@ -240,7 +244,7 @@ def run_round(raster: PathLike, buildings, new_buildings: PathLike, current_mode
                           rasterize, unanswered_unknown, progress, cancel)
     emit(progress, ProgressEvent("rasterize", 1.0, f"round labels: {labels.counts.accepted} "
                                  f"accepted, {labels.counts.rejected} rejected"))
-    options = replace(options or TrainOptions(), ignore_confident=None)
+    options = replace(options or TrainOptions(), ignore_confident=None, keep_start=True)
     if not read_round_log(current_model):  # round 0: the model the loop starts from
         log_round(out_model, {"model": str(current_model), "labels_added": 0,
                               "labels_rejected": 0,

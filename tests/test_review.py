@@ -172,6 +172,8 @@ def test_run_round_starts_from_the_current_model_and_logs(reviewed, tmp_path):
     result = review.run_round(raster, osm, props, first.model_path, tmp_path / "r1", TINY)
     assert result.train.model_path == tmp_path / "r1.safetensors"
     assert result.train.model_path.exists()
+    assert result.train.history[0]["epoch"] == 0  # the current model is scored first (kept
+    # unless an epoch beats it on the round's held-out blocks)
     mask = read_mask(result.labels.mask)
     assert (mask[2:12, 20:30] == 1).all() and (mask[20:30, 8:20] == 0).all()
     log = review.read_round_log(result.train.model_path)
