@@ -27,6 +27,7 @@ from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtGui import QColor, QKeySequence
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
+    QComboBox,
     QDoubleSpinBox,
     QGridLayout,
     QLabel,
@@ -78,7 +79,7 @@ class ReviewPanel(QWidget):
     def _guard(self, slot: Callable[[], object]) -> Callable[[], None]:
         """``slot`` for a Qt signal: a user-facing error goes to ``error``, not out of Qt."""
 
-        def run() -> None:
+        def run(*_signal_args) -> None:
             try:
                 slot()
             except BfeError as exc:
@@ -95,6 +96,12 @@ class ReviewPanel(QWidget):
     def _build(self) -> None:
         self.where = QLabel()
         self.where.setWordWrap(True)
+        self.order_by = QComboBox()
+        for text, order in (("Highest score first", "score"),
+                            ("Most uncertain first (score near 0.5)", "uncertainty")):
+            self.order_by.addItem(text, order)
+        self.order_by.setToolTip("The order in which proposals are stepped through")
+        self.order_by.currentIndexChanged.connect(self._guard(self._reorder))
         self.min_score = QDoubleSpinBox()
         self.min_score.setRange(0.0, 1.0)
         self.min_score.setSingleStep(0.05)
@@ -117,6 +124,7 @@ class ReviewPanel(QWidget):
         grid.addWidget(self.min_score, 1, 3)
         grid.addWidget(self._button("Reject all in selection", self.reject_selected), 2, 0, 1, 4)
         layout = QVBoxLayout(self)
+        layout.addWidget(self.order_by)
         layout.addWidget(self.where)
         layout.addLayout(grid)
         layout.addWidget(QLabel("Copy accepted buildings into"))
@@ -142,14 +150,21 @@ class ReviewPanel(QWidget):
         self.target.setExceptedLayerList([layer])
         layer.loadNamedStyle(str(STYLE))
         layer.triggerRepaint()
-        request = QgsFeatureRequest().setFlags(QgsFeatureRequest.NoGeometry)
-        features = sorted((f.id(), f["score"] or 0.0) for f in layer.getFeatures(request))
-        order = review_order(np.array([score for _, score in features], dtype=float))
-        self.order = [features[i][0] for i in order]
         self.copied.clear()
+        self._reorder()
+        self.setFocus()
+
+    def _reorder(self) -> None:
+        """Order the proposals as chosen and go to the first one still to review."""
+        if self.layer is None:
+            return
+        request = QgsFeatureRequest().setFlags(QgsFeatureRequest.NoGeometry)
+        features = sorted((f.id(), f["score"] or 0.0) for f in self.layer.getFeatures(request))
+        order = review_order(np.array([score for _, score in features], dtype=float),
+                             self.order_by.currentData())
+        self.order = [features[i][0] for i in order]
         self.position = 0
         self._go_to_proposed(0)
-        self.setFocus()
 
     @property
     def current(self) -> Optional[int]:

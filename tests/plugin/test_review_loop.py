@@ -228,6 +228,10 @@ def test_panel_order_skip_and_bulk_actions(proposals, qgis_canvas):
     assert proposals.getFeature(first)["status"] == "proposed"  # skipping decides nothing
     assert qgis_canvas.extent().contains(
         proposals.getFeature(panel.current).geometry().boundingBox())
+    panel.order_by.setCurrentIndex(panel.order_by.findData("uncertainty"))
+    assert [proposals.getFeature(f)["score"] for f in panel.order] == [0.5, 0.7, 0.3, 0.9]
+    assert proposals.getFeature(panel.current)["score"] == 0.5  # the most uncertain first
+    panel.order_by.setCurrentIndex(panel.order_by.findData("score"))
     panel.min_score.setValue(0.7)
     assert panel.accept_above() == 2
     proposals.selectByIds([panel.order[2], panel.order[3]])
