@@ -370,6 +370,8 @@ def finetune(raster: PathLike, labels: Union[PathLike, Sequence[PathLike], None]
                          "Check that the buildings overlap the raster.")
     split = split_blocks(regions, options.crop_size // 2, options.val_fraction, options.seed)
     net = start.net if start else UNet(len(bands), 2, options.width, options.depth)
+    if start is None:  # a new network must learn its BatchNorm statistics
+        options = replace(options, freeze_bn=False)
     if start is not None and options.ignore_confident:
         ignore_confident(net, split, options.ignore_confident, select_device(options.device))
     given = [labels] if isinstance(labels, (str, os.PathLike)) else list(labels or [])

@@ -110,7 +110,7 @@ def main() -> None:
     options = TrainOptions(loss=args.loss, epochs=args.epochs, minutes=args.minutes or None,
                            lr=args.lr,
                            width=args.width, patience=1000, val_fraction=0.1, seed=args.seed,
-                           device="cpu", lr_halve_every=1000)
+                           device="cpu", lr_halve_every=1000, freeze_bn=False)
     with tempfile.TemporaryDirectory(prefix="bfe_base_") as tmp:
         regions, means, stds = [], [], []
         for raster, buildings in TRAIN_AREAS:

@@ -179,6 +179,14 @@ def test_freeze_bn_keeps_the_batchnorm_statistics(tiny, tmp_path, freeze):
     assert all(same) if freeze else not any(same)
 
 
+def test_a_new_network_learns_its_batchnorm_statistics(tmp_path):
+    result = finetune(SAMPLE, SAMPLE_BUILDINGS, tmp_path / "new.safetensors", TINY, base=None)
+    torch.manual_seed(TINY.seed)
+    start = _bn_means(UNet(3, 2, TINY.width, TINY.depth))
+    after = _bn_means(load_model(result.model_path).net)
+    assert TINY.freeze_bn and not any(torch.equal(a, b) for a, b in zip(start, after))
+
+
 def test_a_fine_tune_that_never_beats_its_start_returns_the_start(tiny, tmp_path):
     regions, card = tiny
     torch.manual_seed(0)
