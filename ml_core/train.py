@@ -229,19 +229,17 @@ def _train_mode(net: torch.nn.Module, freeze_bn: bool) -> None:
     net.train()
     if freeze_bn:
         for m in net.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            if isinstance(m, torch.nn.BatchNorm2d):
                 m.eval()
 
 
 def fit(net: UNet, split: Split, card: ModelCard, out_model: PathLike,
         options: Optional[TrainOptions] = None, progress: Optional[ProgressCallback] = None,
-        cancel: Optional[CancelToken] = None, resume: bool = False,
-        validate_start: bool = False) -> TrainResult:
+        cancel: Optional[CancelToken] = None, resume: bool = False) -> TrainResult:
     """Train ``net`` on ``split``; write best (``out_model``) and last checkpoints every epoch.
 
-    ``validate_start``: score the starting weights first (epoch 0), so a fine-tune that never
-    beats its base model returns the base model rather than a worse one (``finetune`` asks for
-    it when it starts from a base model and ``options.keep_start`` is on)."""
+    With ``options.keep_start`` the starting weights are scored first (epoch 0), so a fine-tune
+    that never beats its base model returns the base model rather than a worse one."""
     options = options or TrainOptions()
     out_model = check_writable(Path(out_model).with_suffix(".safetensors"))
     device = select_device(options.device)
@@ -273,7 +271,7 @@ def fit(net: UNet, split: Split, card: ModelCard, out_model: PathLike,
     deterministic = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(device.type == "cpu", warn_only=True)
     try:
-        if not resume and validate_start:
+        if not resume and options.keep_start:
             run.threshold, run.best_dice = _validate(net, val, device, run.batch_size, cancel)
             run.history.append({"epoch": 0, "loss": None, "val_dice": run.best_dice,
                                 "threshold": run.threshold, "seconds": 0.0})
@@ -370,8 +368,8 @@ def finetune(raster: PathLike, labels: Union[PathLike, Sequence[PathLike], None]
                          "Check that the buildings overlap the raster.")
     split = split_blocks(regions, options.crop_size // 2, options.val_fraction, options.seed)
     net = start.net if start else UNet(len(bands), 2, options.width, options.depth)
-    if start is None:  # a new network must learn its BatchNorm statistics
-        options = replace(options, freeze_bn=False)
+    if start is None:  # a new network must learn its BatchNorm statistics; no start to keep
+        options = replace(options, freeze_bn=False, keep_start=False)
     if start is not None and options.ignore_confident:
         ignore_confident(net, split, options.ignore_confident, select_device(options.device))
     given = [labels] if isinstance(labels, (str, os.PathLike)) else list(labels or [])
@@ -380,8 +378,7 @@ def finetune(raster: PathLike, labels: Union[PathLike, Sequence[PathLike], None]
                      std=[float(v) for v in std], gsd_m=float(gsd), tile_size=options.crop_size,
                      loss=options.loss, training_data=sources,
                      base_model=Path(base).name if base is not None else None)
-    return fit(net, split, card, out_model, options, progress, cancel, resume,
-               validate_start=start is not None and options.keep_start)
+    return fit(net, split, card, out_model, options, progress, cancel, resume)
 
 
 __all__ = ["DEFAULT_BASE", "TrainResult", "finetune", "fit", "last_path",

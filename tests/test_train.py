@@ -193,8 +193,8 @@ def test_a_fine_tune_that_never_beats_its_start_returns_the_start(tiny, tmp_path
     net = UNet(3, 2, TINY.width, TINY.depth)
     start = {k: v.clone() for k, v in net.state_dict().items()}
     split = split_blocks(regions, TINY.crop_size // 2, TINY.val_fraction, TINY.seed)
-    frozen = replace(TINY, lr=0.0, weight_decay=0.0, freeze_bn=True, epochs=2)
-    result = fit(net, split, card, tmp_path / "m.safetensors", frozen, validate_start=True)
+    frozen = replace(TINY, lr=0.0, weight_decay=0.0, freeze_bn=True, epochs=2, keep_start=True)
+    result = fit(net, split, card, tmp_path / "m.safetensors", frozen)
     assert result.best_epoch == 0 and [h["epoch"] for h in result.history] == [0, 1, 2]
     assert result.history[1]["val_dice"] == result.history[0]["val_dice"]
     best = _weights(result.model_path)
