@@ -139,6 +139,10 @@ class BoxIndex:
                 multi.AddGeometry(p)
         return multi.UnionCascaded()
 
+    def meets(self, geom: ogr.Geometry) -> bool:
+        """True when ``geom`` intersects (touching counts) any indexed geometry."""
+        return any(geom.Intersects(self.geoms[j]) for j in self.query(geom.GetEnvelope()))
+
     def cover_fraction(self, polys: Sequence[ogr.Geometry]) -> np.ndarray:
         """Share of each polygon's area covered by the union of the indexed geometries."""
         out = np.zeros(len(polys))

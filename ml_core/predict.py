@@ -85,13 +85,7 @@ def parse_extent(ds: gdal.Dataset, extent: Sequence) -> tuple:
 def windows_in_aoi(ds: gdal.Dataset, windows: Sequence[Window], aoi: PolygonSet) -> list[Window]:
     """The windows that meet an AOI polygon; the others would be masked out entirely."""
     index = BoxIndex(aoi.geoms)
-    keep = []
-    for win in windows:
-        env = window_envelope(ds, *win)
-        box = envelope_polygon(env)
-        if any(box.Intersects(index.geoms[j]) for j in index.query(env)):
-            keep.append(win)
-    return keep
+    return [win for win in windows if index.meets(envelope_polygon(window_envelope(ds, *win)))]
 
 
 def prediction_region(ds: gdal.Dataset, extent: Optional[Sequence] = None, aoi=None):

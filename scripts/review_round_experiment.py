@@ -48,8 +48,7 @@ def extract(raster: Path, model: Path, existing: str, out: Path) -> Path:
 def _away_from(polys: PolygonSet, reviewed: list) -> PolygonSet:
     """``polys`` without those touching any ``reviewed`` polygon."""
     index = BoxIndex(reviewed)
-    keep = [p for p in polys.geoms
-            if not any(p.Intersects(index.geoms[j]) for j in index.query(p.GetEnvelope()))]
+    keep = [p for p in polys.geoms if not index.meets(p)]
     return PolygonSet(keep, polys.srs, polys.source)
 
 
