@@ -17,6 +17,7 @@ import os
 import platform
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Optional, Union
@@ -26,6 +27,7 @@ from osgeo import gdal
 
 from . import raster as rio
 from .config import PredictOptions, TrainOptions
+from .errors import InputError
 from .events import CancelToken, ProgressCallback, ProgressEvent, emit
 from .geometry import burn, memory_layer, read_polygons
 from .io_utils import atomic_output
@@ -143,7 +145,9 @@ def run_experiment(data: Optional[PathLike], out: PathLike, config: ExperimentCo
                          "collapsed": result["dice"] < COLLAPSED_DICE})
             write_csv(rows, out / "results.csv")  # after each run, so a long grid can be read early
     wall = time.monotonic() - start
-    return [write_csv(rows, out / "results.csv"), write_table(rows, config, wall, out / "table.md"),
+    return [write_csv(rows, out / "results.csv"),
+            write_table(rows, f"Table I on real data: {config.raster}",
+                        settings_line(config, wall), out / "table.md"),
             write_chart(rows, out / "dice.png")]
 
 
@@ -156,45 +160,96 @@ def write_csv(rows: list[dict], path: Path) -> Path:
     return path
 
 
-def _mean(rows: list[dict], loss: str, missing: float, key: str) -> Optional[float]:
-    vals = [r[key] for r in rows if r["loss"] == loss and r["missing"] == missing
+def read_csv(path: PathLike) -> list[dict]:
+    """Rows of a ``results.csv`` with their numbers and flags typed again."""
+    def typed(key: str, value: str):
+        if key in ("loss",):
+            return value
+        if key == "collapsed":
+            return value == "True"
+        if value == "":
+            return None
+        return int(value) if key in ("seed", "n_dropped", "epochs") else float(value)
+
+    with open(path, newline="", encoding="utf-8") as f:
+        return [{k: typed(k, v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _values(rows: list[dict], loss: str, missing: float, key: str) -> list[float]:
+    return [r[key] for r in rows if r["loss"] == loss and r["missing"] == missing
             and r[key] is not None]
+
+
+def _mean(rows: list[dict], loss: str, missing: float, key: str) -> Optional[float]:
+    vals = _values(rows, loss, missing, key)
     return float(np.mean(vals)) if vals else None
 
 
-def write_table(rows: list[dict], config: ExperimentConfig, wall_s: float, path: Path) -> Path:
-    """Markdown in the layout of the letter's Table I (Dice, then dropped-building recall)."""
+def _cell(rows: list[dict], loss: str, missing: float, key: str) -> str:
+    """Mean, with the sample standard deviation over seeds when there are several."""
+    vals = _values(rows, loss, missing, key)
+    if not vals:
+        return "–"
+    text = f"{np.mean(vals):.3f}"
+    if len(vals) > 1:
+        text += f" ± {np.std(vals, ddof=1):.3f}"
+    collapsed = sum(r["collapsed"] for r in rows if r["loss"] == loss and r["missing"] == missing)
+    return text + (f" ({collapsed} collapsed)" if collapsed else "")
+
+
+def settings_line(config: ExperimentConfig, wall_s: float) -> str:
+    """Machine, wall time and every setting of the grid, for the table's header."""
+    per_run = ("loss", "minutes", "seed")
+    return (f"Machine: {platform.node()} ({platform.processor() or platform.machine()}, "
+            f"{os.cpu_count()} CPUs); wall time {wall_s / 60:.1f} min; settings: "
+            f"{ {k: v for k, v in asdict(config).items() if k != 'train'} }; training: "
+            f"{ {k: v for k, v in asdict(config.train).items() if k not in per_run} }.")
+
+
+def write_table(rows: list[dict], title: str, header: str, path: Path) -> Path:
+    """Markdown in the layout of the letter's Table I (Dice, then dropped-building recall);
+    cells are means over seeds, ± their standard deviation when there are several."""
     losses = list(dict.fromkeys(r["loss"] for r in rows))
     rates = sorted({r["missing"] for r in rows})
+    seeds = sorted({r["seed"] for r in rows})
     head = "| Loss | " + " | ".join(f"{m:.0%} missing" for m in rates) + " |"
     sep = "|---|" + "---|" * len(rates)
-    per_run = ("loss", "minutes", "seed")
-
-    def cell(loss, m, key):
-        v = _mean(rows, loss, m, key)
-        collapsed = any(r["collapsed"] for r in rows if r["loss"] == loss and r["missing"] == m)
-        return "–" if v is None else f"{v:.3f}" + (" (collapsed)" if collapsed else "")
-
-    lines = [f"# Table I on real data: {config.raster}",
-             "", f"Machine: {platform.node()} ({platform.processor() or platform.machine()}, "
-             f"{os.cpu_count()} CPUs); wall time {wall_s / 60:.1f} min; settings: "
-             f"{ {k: v for k, v in asdict(config).items() if k != 'train'} }; training: "
-             f"{ {k: v for k, v in asdict(config.train).items() if k not in per_run} }.", "",
-             "## Dice (IoU) on the held-out area against complete labels", "", head, sep]
+    lines = [f"# {title}", "", header, "",
+             f"Seeds: {', '.join(map(str, seeds))}. Cells: mean"
+             + (" ± standard deviation over the seeds of that cell." if len(seeds) > 1 else "."),
+             "", "## Dice on the held-out area against complete labels", "", head, sep]
     for loss in losses:
-        cells = [f"{cell(loss, m, 'dice')} ({_mean(rows, loss, m, 'iou') or 0:.3f})" for m in rates]
-        lines.append(f"| {loss} | " + " | ".join(cells) + " |")
+        lines.append(f"| {loss} | " + " | ".join(_cell(rows, loss, m, "dice") for m in rates)
+                     + " |")
+    lines += ["", "## IoU on the held-out area", "", head, sep]
+    for loss in losses:
+        lines.append(f"| {loss} | " + " | ".join(_cell(rows, loss, m, "iou") for m in rates)
+                     + " |")
     lines += ["", "## Recall of the dropped buildings in the training area", "", head, sep]
     for loss in losses:
-        lines.append(f"| {loss} | " + " | ".join(cell(loss, m, "dropped_recall") for m in rates)
-                     + " |")
+        lines.append(f"| {loss} | " + " | ".join(_cell(rows, loss, m, "dropped_recall")
+                                                for m in rates) + " |")
     with atomic_output(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
 
+def tabulate(results: Sequence[PathLike], out: PathLike) -> list[Path]:
+    """Merge the ``results.csv`` of several grids (e.g. other seeds) into one table and chart."""
+    rows = [row for path in results for row in read_csv(path)]
+    if not rows:
+        raise InputError(f"No runs in {', '.join(map(str, results))}; give the results.csv "
+                         "files that `bfe experiment` wrote.")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    header = "Merged from: " + ", ".join(f"`{p}`" for p in results) + "."
+    return [write_csv(rows, out / "results.csv"),
+            write_table(rows, "Table I on real data (merged grids)", header, out / "table.md"),
+            write_chart(rows, out / "dice.png")]
+
+
 def write_chart(rows: list[dict], path: Path) -> Path:
-    """PNG: held-out Dice against missing rate, one line per loss."""
+    """PNG: held-out Dice against missing rate, one line per loss (bars: ± sd over seeds)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -203,8 +258,11 @@ def write_chart(rows: list[dict], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
     rates = sorted({r["missing"] for r in rows})
     for loss in dict.fromkeys(r["loss"] for r in rows):
-        ax.plot([100 * m for m in rates], [_mean(rows, loss, m, "dice") for m in rates],
-                marker="o", label=loss)
+        spread = [np.std(v, ddof=1) if len(v := _values(rows, loss, m, "dice")) > 1 else 0.0
+                  for m in rates]
+        means = [_mean(rows, loss, m, "dice") for m in rates]
+        ax.errorbar([100 * m for m in rates], [np.nan if v is None else v for v in means],
+                    yerr=spread, marker="o", capsize=3, label=loss)
     ax.set_xlabel("missing buildings (%)")
     ax.set_ylabel("Dice on held-out area")
     ax.set_ylim(0, 1)

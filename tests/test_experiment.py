@@ -3,9 +3,11 @@
 import csv
 
 import numpy as np
+import pytest
 
 from ml_core.config import TrainOptions
-from ml_core.experiment import ExperimentConfig, run_experiment, score
+from ml_core.errors import InputError
+from ml_core.experiment import ExperimentConfig, read_csv, run_experiment, score, tabulate
 from ml_core.labels import UNKNOWN
 from ml_core.pipeline import SAMPLE_BUILDINGS, SAMPLE_RASTER
 
@@ -42,3 +44,35 @@ def test_score_counts_found_dropped_buildings_and_test_dice():
     s = score(prob, 0.5, complete, test, ids)
     assert s["dice"] == 1.0 and s["iou"] == 1.0
     assert s["dropped_recall"] == 0.5 and s["n_dropped"] == 2
+
+
+def _write_results(path, rows):
+    fields = ["loss", "missing", "seed", "dice", "iou", "dropped_recall", "collapsed"]
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(dict(zip(fields, r)) for r in rows)
+    return path
+
+
+def test_merged_grids_show_mean_and_spread_over_seeds(tmp_path):
+    a = _write_results(tmp_path / "a.csv", [("ce", 0.5, 0, 0.6, 0.4, 0.5, False),
+                                            ("ce", 0.0, 0, 0.9, 0.8, "", False)])
+    b = _write_results(tmp_path / "b.csv", [("ce", 0.5, 1, 0.8, 0.6, 0.7, False),
+                                            ("lace", 0.5, 1, 0.01, 0.0, 0.0, True)])
+    paths = tabulate([a, b], tmp_path / "merged")
+    rows = read_csv(paths[0])
+    assert len(rows) == 4 and rows[1]["dropped_recall"] is None and rows[3]["collapsed"] is True
+    table = paths[1].read_text(encoding="utf-8")
+    sd = np.std([0.6, 0.8], ddof=1)  # 0.141
+    assert f"| ce | 0.900 | 0.700 ± {sd:.3f} |" in table  # Dice: 0 % one seed, 50 % two
+    assert f"| ce | – | 0.600 ± {sd:.3f} |" in table  # recall of dropped buildings
+    assert "| lace | – | 0.010 (1 collapsed) |" in table
+    assert "Seeds: 0, 1." in table
+    assert paths[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_merging_nothing_is_an_input_error(tmp_path):
+    empty = _write_results(tmp_path / "empty.csv", [])
+    with pytest.raises(InputError, match="No runs"):
+        tabulate([empty], tmp_path / "out")

@@ -102,8 +102,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_experiment(args: argparse.Namespace) -> int:
-    from ..experiment import ExperimentConfig, run_experiment
+    from ..experiment import ExperimentConfig, run_experiment, tabulate
 
+    if args.merge:
+        print("\n".join(str(p) for p in tabulate(args.merge, args.out)))
+        return 0
     overrides = {k: tuple(v) if isinstance(v, list) else v for k in
                  ("losses", "missing", "minutes", "seeds") if (v := getattr(args, k)) is not None}
     config = replace(ExperimentConfig.preset(args.quick), **overrides)
@@ -152,5 +155,8 @@ def register(subparsers) -> None:
     p.add_argument("--base", type=_base_arg, default=str(DEFAULT_BASE),
                    help="Start model ('none': from scratch, as in the letter; default: the "
                         "shipped base, which never saw Kampala).")
+    p.add_argument("--merge", nargs="+", metavar="CSV", default=None,
+                   help="Train nothing: merge these results.csv files (e.g. grids run with other "
+                        "seeds) into one table and chart in --out.")
     p.add_argument("--out", default="experiment_out", help="Output folder.")
     p.set_defaults(func=_cmd_experiment)
