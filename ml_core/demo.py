@@ -5,21 +5,25 @@ Any other raster and complete building layer can stand in for the sample (``--ra
 
 1. drop a seeded 50 % of the sample's buildings (``labels.drop_buildings``);
 2. run the whole chain on the rest (``pipeline.run``: rasterise, fine-tune, extract);
-3. score the new buildings against the dropped ones, and write a PNG preview.
+3. score the new buildings against the dropped ones that the imagery shows (at least half of
+   the footprint on valid pixels: masked or off-raster buildings cannot be found), and write a
+   PNG preview.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional, Union
 
 from .config import TrainOptions
 from .events import CancelToken, ProgressCallback
+from .geometry import read_polygons
 from .io_utils import atomic_output
 from .labels import drop_buildings
-from .metrics import object_metrics
+from .metrics import object_metrics, visible_share
 from .pipeline import SAMPLE_BUILDINGS, SAMPLE_RASTER, run
 from .preview import write_preview
 
@@ -27,6 +31,7 @@ PathLike = Union[str, os.PathLike]
 KEPT_COLOUR = (255, 220, 0)  # yellow: OSM buildings given to training
 DROPPED_COLOUR = (0, 200, 255)  # cyan: OSM buildings hidden from training
 NEW_COLOUR = (255, 40, 40)  # red: buildings bfe proposes as new
+VISIBLE = 0.5  # a dropped building counts when at least this share of it is on valid imagery
 
 
 def run_demo(
@@ -50,11 +55,15 @@ def run_demo(
     kwargs = {} if base is None else {"base": base}
     report = run(raster, kept, out, options=options, progress=progress, cancel=cancel, **kwargs)
     new = f"{out / 'footprints.gpkg'}|layername=new_buildings"
-    vs_dropped = object_metrics(new, dropped)
+    hidden = read_polygons(dropped, None, what="dropped buildings")
+    shown = visible_share(raster, hidden) >= VISIBLE
+    vs_dropped = object_metrics(new, replace(hidden, geoms=[g for g, s in zip(hidden.geoms, shown)
+                                                            if s]))
     vs_all = object_metrics(new, buildings)
     scores = {
         "buildings": partial.kept + partial.dropped,
         "dropped": partial.dropped,
+        "dropped_off_imagery": int((~shown).sum()),
         "new_buildings": vs_dropped["n_pred"],
         "recall_of_dropped": round(vs_dropped["recall"], 3),
         "precision": round(vs_all["precision"], 3),
@@ -78,8 +87,9 @@ def run_demo(
 def describe(scores: dict, outdir: PathLike) -> str:
     """A few lines for the terminal."""
     return (
-        f"Dropped {scores['dropped']} of {scores['buildings']} OSM buildings; bfe proposed "
-        f"{scores['new_buildings']} new buildings in {scores['seconds']:.0f} s.\n"
+        f"Dropped {scores['dropped']} of {scores['buildings']} OSM buildings "
+        f"({scores['dropped_off_imagery']} of them mostly off the imagery, not scored); bfe "
+        f"proposed {scores['new_buildings']} new buildings in {scores['seconds']:.0f} s.\n"
         f"Recall of the dropped buildings: {scores['recall_of_dropped']:.2f} "
         "(found = predictions cover >= 50 % of it)\n"
         f"Precision of the new buildings:  {scores['precision']:.2f} "

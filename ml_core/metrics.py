@@ -18,7 +18,16 @@ from osgeo import gdal, ogr
 
 from . import raster as rio
 from .extract import binary_polygons
-from .geometry import BoxIndex, PolygonSet, burn, memory_layer, read_polygons, srs_of
+from .geometry import (
+    BoxIndex,
+    PolygonSet,
+    burn,
+    memory_layer,
+    pixel_window,
+    read_polygons,
+    srs_of,
+    transform,
+)
 from .io_utils import atomic_output, check_writable
 from .labels import UNKNOWN
 
@@ -114,6 +123,32 @@ def object_metrics(pred, truth, dropped=None) -> dict:
         drop = _as_polygons(dropped, pred.srs, "dropped buildings", "dropped")
         out["dropped_recall"] = float(_found(drop.geoms, pred_index).mean())
         out["n_dropped"] = len(drop.geoms)
+    return out
+
+
+def visible_share(raster: rio.RasterLike, polys: PolygonSet) -> np.ndarray:
+    """Share of each polygon's pixels that hold valid imagery (0 off the raster or on masked
+    or nodata pixels): a building the image does not show cannot be found, so scores of
+    gap filling leave out those mostly outside it. Reads one small window per polygon."""
+    ds = rio.open_raster(raster)
+    bands = rio.default_bands(ds)
+    rule = rio.valid_mask_band(ds, bands)
+    _src, layer = memory_layer(polys.geoms, polys.srs)
+    ct = transform(polys.srs, ds.GetSpatialRef())
+    out = np.zeros(len(polys.geoms))
+    for i, geom in enumerate(polys.geoms):
+        g = geom.Clone()
+        if ct is not None:
+            g.Transform(ct)
+        x, y, w, h = pixel_window(ds, g.GetEnvelope())
+        if w == 0 or h == 0:
+            continue
+        inside = burn(layer, ds, x, y, w, h, value=None, dtype=gdal.GDT_Int32) == i + 1
+        if not inside.any():  # smaller than a pixel: judge the pixels it touches
+            inside = burn(layer, ds, x, y, w, h, value=None, all_touched=True,
+                          dtype=gdal.GDT_Int32) == i + 1
+        valid = rio.read_validity(ds, bands, x, y, w, h, rule=rule)
+        out[i] = valid[inside].mean() if inside.any() else 0.0
     return out
 
 

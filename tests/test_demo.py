@@ -2,11 +2,13 @@
 
 import json
 
-from osgeo import ogr
+import numpy as np
+from osgeo import gdal, ogr
 
 from ml_core.cli import main
 from ml_core.config import TrainOptions
 from ml_core.demo import run_demo
+from ml_core.geometry import read_polygons, srs_of
 from ml_core.pipeline import SAMPLE_BUILDINGS, SAMPLE_RASTER
 
 TINY = TrainOptions(loss="ce", epochs=1, steps_per_epoch=2, batch_size=2, crop_size=64, width=4,
@@ -25,6 +27,7 @@ def test_demo_drops_half_and_scores_against_the_dropped(tmp_path):
     assert _count(tmp_path / "partial_buildings.gpkg", "dropped") == scores["dropped"]
     assert scores["new_buildings"] == _count(tmp_path / "new_buildings.gpkg")
     assert 0 <= scores["recall_of_dropped"] <= 1 and 0 <= scores["precision"] <= 1
+    assert scores["dropped_off_imagery"] == 0  # the sample's imagery has no gaps
     assert json.loads((tmp_path / "demo_scores.json").read_text()) == scores
     assert (tmp_path / "preview.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -38,3 +41,25 @@ def test_cli_demo_on_another_raster_and_layer(tmp_path, capsys):
     scores = json.loads((tmp_path / "demo_scores.json").read_text())
     assert scores["dropped"] == round(_count(SAMPLE_BUILDINGS) * 0.3)
     assert "Recall of the dropped buildings" in capsys.readouterr().out
+
+
+def test_dropped_buildings_off_the_imagery_are_not_scored(tmp_path):
+    """Mask the sample's west half: dropped buildings mostly there cannot be found."""
+    raster = tmp_path / "west_masked.tif"
+    ds = gdal.Translate(str(raster), str(SAMPLE_RASTER), format="GTiff")
+    ds.CreateMaskBand(gdal.GMF_PER_DATASET)
+    mask = np.full((ds.RasterYSize, ds.RasterXSize), 255, np.uint8)
+    mask[:, : ds.RasterXSize // 2] = 0
+    ds.GetRasterBand(1).GetMaskBand().WriteArray(mask)
+    gt, half = ds.GetGeoTransform(), ds.RasterXSize // 2
+    west = ogr.CreateGeometryFromWkt(  # the masked half, in the raster's CRS (EPSG:4326)
+        f"POLYGON(({gt[0] - 1} {gt[3] + 1},{gt[0] + half * gt[1]} {gt[3] + 1},"
+        f"{gt[0] + half * gt[1]} {gt[3] - 1},{gt[0] - 1} {gt[3] - 1},{gt[0] - 1} {gt[3] + 1}))")
+    ds = None
+    scores = run_demo(tmp_path / "out", 0.5, 0, TINY, base=None, raster=raster,
+                      buildings=SAMPLE_BUILDINGS)
+    dropped = read_polygons(f"{tmp_path / 'out' / 'partial_buildings.gpkg'}|layername=dropped",
+                            srs_of("EPSG:4326"))
+    masked = np.array([g.Intersection(west).GetArea() / g.GetArea() for g in dropped.geoms])
+    assert 0 < scores["dropped_off_imagery"] < scores["dropped"]
+    assert (masked > 0.55).sum() <= scores["dropped_off_imagery"] <= (masked >= 0.45).sum()

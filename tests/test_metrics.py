@@ -7,9 +7,18 @@ import json
 import numpy as np
 import pytest
 from conftest import pixel_box
+from osgeo import ogr, osr
 
 from ml_core.errors import InputError
-from ml_core.metrics import evaluate, object_metrics, pixel_metrics, tile_counts, tile_mean
+from ml_core.geometry import read_polygons, srs_of
+from ml_core.metrics import (
+    evaluate,
+    object_metrics,
+    pixel_metrics,
+    tile_counts,
+    tile_mean,
+    visible_share,
+)
 
 
 def test_pixel_metrics_formulas():
@@ -54,3 +63,26 @@ def test_evaluate_mask_raster_and_vector(make_raster, make_vector, tmp_path):
     assert out["pixel"]["tp"] == 50 and out["pixel"]["fn"] == 150
     with pytest.raises(InputError, match="not found"):
         evaluate(tmp_path / "missing.gpkg", truth)
+
+
+def test_visible_share_of_buildings_on_masked_imagery(make_raster, make_vector):
+    mask = np.ones((40, 40), bool)
+    mask[:, :20] = False  # left half masked (no imagery)
+    raster = make_raster(width=40, height=40, mask=mask)
+    wkts = [pixel_box(25, 5, 35, 15),  # all on imagery
+            pixel_box(2, 5, 12, 15),  # all masked
+            pixel_box(14, 20, 24, 30),  # 6 of 10 columns masked -> 40 % visible
+            pixel_box(45, 5, 55, 15)]  # off the raster
+    polys = read_polygons(make_vector(wkts=wkts, epsg=3857), None)
+    assert np.allclose(visible_share(raster, polys), [1.0, 0.0, 0.4, 0.0])
+
+
+def test_visible_share_reprojects_the_polygons(make_raster, make_vector):
+    mask = np.ones((40, 40), bool)
+    mask[:, :20] = False
+    raster = make_raster(width=40, height=40, mask=mask)
+    box3857 = ogr.CreateGeometryFromWkt(pixel_box(25, 5, 35, 15))
+    to4326 = osr.CoordinateTransformation(srs_of("EPSG:3857"), srs_of("EPSG:4326"))
+    box3857.Transform(to4326)
+    polys = read_polygons(make_vector(wkts=[box3857.ExportToWkt()], epsg=4326), None)
+    assert visible_share(raster, polys)[0] > 0.95
