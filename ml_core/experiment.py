@@ -163,7 +163,7 @@ def write_csv(rows: list[dict], path: Path) -> Path:
 def read_csv(path: PathLike) -> list[dict]:
     """Rows of a ``results.csv`` with their numbers and flags typed again."""
     def typed(key: str, value: str):
-        if key in ("loss",):
+        if key == "loss":
             return value
         if key == "collapsed":
             return value == "True"
