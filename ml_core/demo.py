@@ -51,25 +51,9 @@ def run_demo(
     raster, buildings = raster or SAMPLE_RASTER, buildings or SAMPLE_BUILDINGS
     partial = drop_buildings(buildings, fraction, seed, out / "partial_buildings.gpkg")
     kept = f"{partial.path}|layername=buildings"
-    dropped = f"{partial.path}|layername=dropped"
     kwargs = {} if base is None else {"base": base}
     report = run(raster, kept, out, options=options, progress=progress, cancel=cancel, **kwargs)
-    new = f"{out / 'footprints.gpkg'}|layername=new_buildings"
-    hidden = read_polygons(dropped, None, what="dropped buildings")
-    shown = visible_share(raster, hidden) >= VISIBLE
-    vs_dropped = object_metrics(new, replace(hidden, geoms=[g for g, s in zip(hidden.geoms, shown)
-                                                            if s]))
-    vs_all = object_metrics(new, buildings)
-    scores = {
-        "buildings": partial.kept + partial.dropped,
-        "dropped": partial.dropped,
-        "dropped_off_imagery": int((~shown).sum()),
-        "new_buildings": vs_dropped["n_pred"],
-        "recall_of_dropped": round(vs_dropped["recall"], 3),
-        "precision": round(vs_all["precision"], 3),
-        "precision_vs_dropped_only": round(vs_dropped["precision"], 3),
-        "seconds": report["summary"]["seconds"],
-    }
+    scores = score_demo(raster, buildings, out, report["summary"]["seconds"])
     write_preview(
         raster,
         out / "preview.png",
@@ -82,6 +66,29 @@ def run_demo(
     with atomic_output(out / "demo_scores.json") as tmp:
         tmp.write_text(json.dumps(scores, indent=2), encoding="utf-8")
     return scores
+
+
+def score_demo(raster: PathLike, buildings: PathLike, outdir: PathLike, seconds: float) -> dict:
+    """Scores of the new buildings in ``outdir`` against the dropped ones the imagery shows
+    (recall) and against all of ``buildings`` (precision)."""
+    out = Path(outdir)
+    partial = out / "partial_buildings.gpkg"
+    new = f"{out / 'footprints.gpkg'}|layername=new_buildings"
+    dropped = read_polygons(f"{partial}|layername=dropped", None, what="dropped buildings")
+    shown = visible_share(raster, dropped) >= VISIBLE
+    vs_dropped = object_metrics(new, replace(dropped, geoms=[g for g, s in zip(dropped.geoms, shown)
+                                                             if s]))
+    vs_all = object_metrics(new, buildings)
+    return {
+        "buildings": vs_all["n_truth"],
+        "dropped": len(dropped.geoms),
+        "dropped_off_imagery": int((~shown).sum()),
+        "new_buildings": vs_dropped["n_pred"],
+        "recall_of_dropped": round(vs_dropped["recall"], 3),
+        "precision": round(vs_all["precision"], 3),
+        "precision_vs_dropped_only": round(vs_dropped["precision"], 3),
+        "seconds": seconds,
+    }
 
 
 def describe(scores: dict, outdir: PathLike) -> str:

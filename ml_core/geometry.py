@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional, Union
 
@@ -109,6 +109,16 @@ class PolygonSet:
     srs: osr.SpatialReference
     source: str
     skipped: int = 0
+
+    def to(self, target: Optional[osr.SpatialReference]) -> PolygonSet:
+        """The same polygons in ``target`` (this set itself when already there or None)."""
+        ct = transform(self.srs, target) if target is not None else None
+        if ct is None:
+            return self
+        geoms = [g.Clone() for g in self.geoms]
+        for g in geoms:
+            g.Transform(ct)
+        return replace(self, geoms=geoms, srs=srs_of(target))
 
     def envelope(self) -> tuple:
         """(minx, maxx, miny, maxy) of all geometries."""

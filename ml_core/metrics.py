@@ -26,7 +26,6 @@ from .geometry import (
     pixel_window,
     read_polygons,
     srs_of,
-    transform,
 )
 from .io_utils import atomic_output, check_writable
 from .labels import UNKNOWN
@@ -100,7 +99,9 @@ def _overlaps_any(polys: list, index: BoxIndex) -> np.ndarray:
 
 
 def _as_polygons(obj, target, what: str, prefer: Optional[str] = None) -> PolygonSet:
-    return obj if isinstance(obj, PolygonSet) else read_polygons(obj, target, what, prefer)
+    if isinstance(obj, PolygonSet):
+        return obj.to(target)
+    return read_polygons(obj, target, what, prefer)
 
 
 def object_metrics(pred, truth, dropped=None) -> dict:
@@ -133,14 +134,11 @@ def visible_share(raster: rio.RasterLike, polys: PolygonSet) -> np.ndarray:
     ds = rio.open_raster(raster)
     bands = rio.default_bands(ds)
     rule = rio.valid_mask_band(ds, bands)
+    polys = polys.to(ds.GetSpatialRef())
     _src, layer = memory_layer(polys.geoms, polys.srs)
-    ct = transform(polys.srs, ds.GetSpatialRef())
     out = np.zeros(len(polys.geoms))
     for i, geom in enumerate(polys.geoms):
-        g = geom.Clone()
-        if ct is not None:
-            g.Transform(ct)
-        x, y, w, h = pixel_window(ds, g.GetEnvelope())
+        x, y, w, h = pixel_window(ds, geom.GetEnvelope())
         if w == 0 or h == 0:
             continue
         inside = burn(layer, ds, x, y, w, h, value=None, dtype=gdal.GDT_Int32) == i + 1

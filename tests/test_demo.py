@@ -9,6 +9,7 @@ from ml_core.cli import main
 from ml_core.config import TrainOptions
 from ml_core.demo import run_demo
 from ml_core.geometry import read_polygons, srs_of
+from ml_core.metrics import object_metrics
 from ml_core.pipeline import SAMPLE_BUILDINGS, SAMPLE_RASTER
 
 TINY = TrainOptions(loss="ce", epochs=1, steps_per_epoch=2, batch_size=2, crop_size=64, width=4,
@@ -28,6 +29,9 @@ def test_demo_drops_half_and_scores_against_the_dropped(tmp_path):
     assert scores["new_buildings"] == _count(tmp_path / "new_buildings.gpkg")
     assert 0 <= scores["recall_of_dropped"] <= 1 and 0 <= scores["precision"] <= 1
     assert scores["dropped_off_imagery"] == 0  # the sample's imagery has no gaps
+    dropped = f"{tmp_path / 'partial_buildings.gpkg'}|layername=dropped"
+    new = f"{tmp_path / 'footprints.gpkg'}|layername=new_buildings"
+    assert scores["recall_of_dropped"] == round(object_metrics(new, dropped)["recall"], 3)
     assert json.loads((tmp_path / "demo_scores.json").read_text()) == scores
     assert (tmp_path / "preview.png").read_bytes()[:4] == b"\x89PNG"
 

@@ -49,6 +49,16 @@ def test_object_metrics_and_dropped(make_vector):
     assert m["dropped_recall"] == 0.0 and (m["n_truth"], m["n_pred"]) == (3, 3)
 
 
+def test_object_metrics_reprojects_polygon_sets(make_vector):
+    """Truth read in EPSG:4326 and predictions in EPSG:3857 describe the same boxes."""
+    wkts = [pixel_box(0, 0, 10, 10), pixel_box(20, 0, 30, 10)]
+    truth = read_polygons(make_vector("t.gpkg", wkts), srs_of("EPSG:4326"))
+    pred = read_polygons(make_vector("p.gpkg", wkts[:1]), None)
+    m = object_metrics(pred, truth)
+    assert (m["recall"], m["precision"]) == (0.5, 1.0)
+    assert truth.srs.IsSame(srs_of("EPSG:4326"))  # the caller's set is left as it was
+
+
 def test_evaluate_mask_raster_and_vector(make_raster, make_vector, tmp_path):
     mask = np.zeros((1, 40, 40), np.uint8)
     mask[0, 0:10, 0:10] = 1
