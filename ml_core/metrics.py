@@ -51,6 +51,14 @@ def pixel_counts(pred: np.ndarray, truth: np.ndarray, valid: Optional[np.ndarray
             int((~pred & truth & valid).sum()))
 
 
+def f_beta(tp: int, fp: int, fn: int, beta: float) -> float:
+    """F-score weighting recall ``beta`` times as much as precision (F1 = Dice); 1 when there is
+    nothing to find and nothing was predicted."""
+    b2 = beta * beta
+    denom = (1 + b2) * tp + b2 * fn + fp
+    return (1 + b2) * tp / denom if denom else 1.0
+
+
 def pixel_metrics_from_counts(tp: int, fp: int, fn: int) -> dict:
     """Dice, IoU, TP, FP, FN from accumulated counts (e.g. over several regions)."""
     dice, iou = _ratios(tp, fp, fn)

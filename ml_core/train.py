@@ -39,7 +39,7 @@ from .events import CancelToken, ProgressCallback, ProgressEvent, check_cancel, 
 from .io_utils import check_writable
 from .labels import rasterize_labels
 from .losses import LOSSES, get_loss
-from .metrics import pixel_metrics
+from .metrics import f_beta, pixel_counts, pixel_metrics_from_counts
 from .model import UNet
 from .modelfile import ModelCard, load_model, save_model
 
@@ -124,11 +124,19 @@ def load_state(out_model: PathLike, optimizer: torch.optim.Optimizer) -> dict:
     return data
 
 
-def _dice_by_threshold(probs: np.ndarray, masks: np.ndarray) -> dict[float, float]:
-    """Dice of ``probs > t`` against labelled pixels of ``masks`` for each candidate threshold."""
+def _counts_by_threshold(probs: np.ndarray, masks: np.ndarray) -> dict[float, tuple]:
+    """(TP, FP, FN) of ``probs > t`` against labelled pixels of ``masks`` for each threshold."""
     known = masks != UNKNOWN
     p, y = probs[known], masks[known] == 1
-    return {float(t): pixel_metrics(p > t, y)["dice"] for t in THRESHOLDS}
+    return {float(t): pixel_counts(p > t, y) for t in THRESHOLDS}
+
+
+def choose_threshold(counts: dict[float, tuple], metric: str) -> tuple[float, float]:
+    """(threshold, best Dice over all thresholds): the threshold maximises ``metric`` ("dice"
+    or "f2"); the Dice, which ranks epochs, does not depend on that choice."""
+    dice = {t: pixel_metrics_from_counts(*c)["dice"] for t, c in counts.items()}
+    score = dice if metric == "dice" else {t: f_beta(*c, beta=2.0) for t, c in counts.items()}
+    return max(score, key=score.get), max(dice.values())
 
 
 @torch.no_grad()
@@ -199,14 +207,14 @@ def _train_step(net, optimizer, scaler, loss_fn, imgs, masks, device, amp) -> fl
     return float(loss.detach())
 
 
-def _validate(net: UNet, val: list, device: torch.device, batch: int,
+def _validate(net: UNet, val: list, device: torch.device, batch: int, metric: str,
               cancel: Optional[CancelToken]) -> tuple[float, Optional[float]]:
-    """(threshold, Dice) maximising Dice on the held-out crops; (0.5, None) without any."""
+    """(threshold, Dice) on the held-out crops (see :func:`choose_threshold`); (0.5, None)
+    without any."""
     if not val:
         return 0.5, None
     probs = predict_batches(net, np.stack([v[0] for v in val]), device, batch, cancel)
-    scores = _dice_by_threshold(probs, np.stack([v[1] for v in val]))
-    return max(scores.items(), key=lambda kv: kv[1])
+    return choose_threshold(_counts_by_threshold(probs, np.stack([v[1] for v in val])), metric)
 
 
 def _progress(run: _Run, step: int, loss: float, elapsed: float, left: float,
@@ -272,7 +280,8 @@ def fit(net: UNet, split: Split, card: ModelCard, out_model: PathLike,
     torch.use_deterministic_algorithms(device.type == "cpu", warn_only=True)
     try:
         if not resume and options.keep_start:
-            run.threshold, run.best_dice = _validate(net, val, device, run.batch_size, cancel)
+            run.threshold, run.best_dice = _validate(net, val, device, run.batch_size,
+                                                       options.threshold_metric, cancel)
             run.history.append({"epoch": 0, "loss": None, "val_dice": run.best_dice,
                                 "threshold": run.threshold, "seconds": 0.0})
             save_model(out_model, net, replace(card, threshold=run.threshold,
@@ -303,7 +312,8 @@ def fit(net: UNet, split: Split, card: ModelCard, out_model: PathLike,
                 break
             run.epoch += 1
             scheduler.step()
-            threshold, dice = _validate(net, val, device, run.batch_size, cancel)
+            threshold, dice = _validate(net, val, device, run.batch_size,
+                                       options.threshold_metric, cancel)
             loss = float(np.mean(losses))
             run.history.append({"epoch": run.epoch, "loss": loss, "val_dice": dice,
                                 "threshold": threshold,

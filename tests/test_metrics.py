@@ -13,8 +13,10 @@ from ml_core.errors import InputError
 from ml_core.geometry import read_polygons, srs_of
 from ml_core.metrics import (
     evaluate,
+    f_beta,
     object_metrics,
     pixel_metrics,
+    pixel_metrics_from_counts,
     tile_counts,
     tile_mean,
     visible_share,
@@ -96,3 +98,11 @@ def test_visible_share_reprojects_the_polygons(make_raster, make_vector):
     box3857.Transform(to4326)
     polys = read_polygons(make_vector(wkts=[box3857.ExportToWkt()], epsg=4326), None)
     assert visible_share(raster, polys)[0] > 0.95
+
+
+def test_f_beta_weights_recall():
+    tp, fp, fn = 8, 2, 4
+    dice = pixel_metrics_from_counts(tp, fp, fn)["dice"]  # 16 / 22
+    assert f_beta(tp, fp, fn, beta=1.0) == pytest.approx(dice) == pytest.approx(16 / 22)
+    assert f_beta(tp, fp, fn, beta=2.0) == pytest.approx(5 * 8 / (5 * 8 + 4 * 4 + 2))  # 0.690
+    assert f_beta(0, 0, 0, beta=2.0) == 1.0

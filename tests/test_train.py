@@ -18,6 +18,7 @@ from ml_core.labels import rasterize_labels
 from ml_core.model import UNet
 from ml_core.modelfile import ModelCard, load_model, save_model
 from ml_core.train import (
+    choose_threshold,
     finetune,
     fit,
     ignore_confident,
@@ -214,3 +215,19 @@ def test_ignore_confident_unlabels_background_in_training_and_validation(tiny):
     for (t0, v0), reg, val in zip(before, split.train, split.val):
         assert not (reg.mask == 0).any() and not (val.mask == 0).any()
         assert np.array_equal(reg.mask == 1, t0 == 1) and np.array_equal(val.mask == 1, v0 == 1)
+
+
+def test_threshold_maximises_f2_or_dice_while_epochs_are_ranked_by_dice():
+    counts = {0.4: (90, 40, 10),  # Dice 180/230 = 0.783, F2 450/530 = 0.849
+              0.7: (70, 5, 30)}  # Dice 140/175 = 0.800, F2 350/475 = 0.737
+    assert choose_threshold(counts, "dice") == (0.7, pytest.approx(0.8))
+    assert choose_threshold(counts, "f2") == (0.4, pytest.approx(0.8))
+
+
+def test_the_experiment_keeps_dice_thresholds():
+    """Table I scores Dice, and its committed runs chose thresholds by Dice."""
+    from ml_core.experiment import ExperimentConfig
+
+    assert TrainOptions().threshold_metric == "f2"
+    assert ExperimentConfig().train.threshold_metric == "dice"
+    assert ExperimentConfig.preset(quick=True).train.threshold_metric == "dice"
