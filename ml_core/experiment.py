@@ -217,20 +217,17 @@ def write_table(rows: list[dict], title: str, header: str, path: Path) -> Path:
     lines = [f"# {title}", "", header, "",
              f"Seeds: {', '.join(map(str, seeds))}. Cells: mean"
              + (" ± standard deviation over the seeds of that cell." if len(seeds) > 1 else "."),
-             "", "## Dice on the held-out area against complete labels", "", head, sep]
-    for loss in losses:
-        lines.append(f"| {loss} | " + " | ".join(_cell(rows, loss, m, "dice") for m in rates)
-                     + " |")
-    lines += ["", "## IoU on the held-out area", "", head, sep]
-    for loss in losses:
-        lines.append(f"| {loss} | " + " | ".join(_cell(rows, loss, m, "iou") for m in rates)
-                     + " |")
-    lines += ["", "## Recall of the dropped buildings in the training area", "", head, sep]
-    for loss in losses:
-        lines.append(f"| {loss} | " + " | ".join(_cell(rows, loss, m, "dropped_recall")
-                                                for m in rates) + " |")
+             ""]
+    for section, key in (("Dice on the held-out area against complete labels", "dice"),
+                         ("IoU on the held-out area", "iou"),
+                         ("Recall of the dropped buildings in the training area",
+                          "dropped_recall")):
+        lines += [f"## {section}", "", head, sep]
+        lines += [f"| {loss} | " + " | ".join(_cell(rows, loss, m, key) for m in rates) + " |"
+                  for loss in losses]
+        lines.append("")
     with atomic_output(path) as tmp:
-        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        tmp.write_text("\n".join(lines), encoding="utf-8")
     return path
 
 
