@@ -22,8 +22,10 @@ from .geometry import (
     BoxIndex,
     PolygonSet,
     burn,
+    envelope_polygon,
     memory_layer,
     pixel_window,
+    raster_bounds,
     read_polygons,
     srs_of,
 )
@@ -144,17 +146,19 @@ def visible_share(raster: rio.RasterLike, polys: PolygonSet) -> np.ndarray:
     rule = rio.valid_mask_band(ds, bands)
     polys = polys.to(ds.GetSpatialRef())
     _src, layer = memory_layer(polys.geoms, polys.srs)
+    extent = envelope_polygon(raster_bounds(ds))
     out = np.zeros(len(polys.geoms))
     for i, geom in enumerate(polys.geoms):
         x, y, w, h = pixel_window(ds, geom.GetEnvelope())
-        if w == 0 or h == 0:
+        if w == 0 or h == 0 or geom.GetArea() == 0:
             continue
+        on_raster = geom.Intersection(extent).GetArea() / geom.GetArea()
         inside = burn(layer, ds, x, y, w, h, value=None, dtype=gdal.GDT_Int32) == i + 1
         if not inside.any():  # smaller than a pixel: judge the pixels it touches
             inside = burn(layer, ds, x, y, w, h, value=None, all_touched=True,
                           dtype=gdal.GDT_Int32) == i + 1
         valid = rio.read_validity(ds, bands, x, y, w, h, rule=rule)
-        out[i] = valid[inside].mean() if inside.any() else 0.0
+        out[i] = on_raster * valid[inside].mean() if inside.any() else 0.0
     return out
 
 

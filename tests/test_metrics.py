@@ -84,9 +84,10 @@ def test_visible_share_of_buildings_on_masked_imagery(make_raster, make_vector):
     wkts = [pixel_box(25, 5, 35, 15),  # all on imagery
             pixel_box(2, 5, 12, 15),  # all masked
             pixel_box(14, 20, 24, 30),  # 6 of 10 columns masked -> 40 % visible
-            pixel_box(45, 5, 55, 15)]  # off the raster
+            pixel_box(45, 5, 55, 15),  # off the raster
+            pixel_box(36, 25, 46, 35)]  # 4 of 10 columns on the raster -> 40 % visible
     polys = read_polygons(make_vector(wkts=wkts, epsg=3857), None)
-    assert np.allclose(visible_share(raster, polys), [1.0, 0.0, 0.4, 0.0])
+    assert np.allclose(visible_share(raster, polys), [1.0, 0.0, 0.4, 0.0, 0.4])
 
 
 def test_visible_share_reprojects_the_polygons(make_raster, make_vector):
