@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from ml_core import raster as rio
+from ml_core import train as train_module
 from ml_core.config import TrainOptions
 from ml_core.dataset import CropSampler, load_regions, split_blocks
 from ml_core.errors import Cancelled, InputError
@@ -231,3 +232,27 @@ def test_the_experiment_keeps_dice_thresholds():
     assert TrainOptions().threshold_metric == "f2"
     assert ExperimentConfig().train.threshold_metric == "dice"
     assert ExperimentConfig.preset(quick=True).train.threshold_metric == "dice"
+
+
+def test_out_of_memory_halves_the_batch_and_gives_up_clearly_at_one(tiny, tmp_path, monkeypatch):
+    """CUDA's out-of-memory error, raised for batches above ``fits`` (no GPU here): the loop
+    halves the batch until it fits, keeps training, and remembers the size in its state."""
+    real_step, seen = train_module._train_step, []
+
+    def step_with_memory(fits):
+        def step(net, optimizer, scaler, loss_fn, imgs, *rest):
+            seen.append(len(imgs))
+            if len(imgs) > fits:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
+            return real_step(net, optimizer, scaler, loss_fn, imgs, *rest)
+        return step
+
+    monkeypatch.setattr(train_module, "_train_step", step_with_memory(1))
+    result, _ = _fit(tiny, tmp_path / "o.safetensors", replace(TINY, batch_size=4))
+    assert seen[:3] == [4, 2, 1] and set(seen[3:]) == {1}
+    assert seen.count(1) == TINY.steps_per_epoch and result.epochs_run == 1
+    state = json.loads((tmp_path / "o.last.state.json").read_text())
+    assert state["batch_size"] == 1
+    monkeypatch.setattr(train_module, "_train_step", step_with_memory(0))
+    with pytest.raises(InputError, match="batch of 1"):
+        _fit(tiny, tmp_path / "p.safetensors", replace(TINY, batch_size=2))
