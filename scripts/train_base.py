@@ -108,7 +108,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     options = TrainOptions(loss=args.loss, epochs=args.epochs, minutes=args.minutes or None,
-                           lr=args.lr,
+                           lr=args.lr, optimizer="adamw",
                            width=args.width, patience=1000, val_fraction=0.1, seed=args.seed,
                            device="cpu", lr_halve_every=1000, freeze_bn=False)
     with tempfile.TemporaryDirectory(prefix="bfe_base_") as tmp:

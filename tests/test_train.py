@@ -225,13 +225,14 @@ def test_threshold_maximises_f2_or_dice_while_epochs_are_ranked_by_dice():
     assert choose_threshold(counts, "f2") == (0.4, pytest.approx(0.8))
 
 
-def test_the_experiment_keeps_dice_thresholds():
-    """Table I scores Dice, and its committed runs chose thresholds by Dice."""
+def test_the_experiment_keeps_the_settings_of_its_committed_grids():
+    """Table I scores Dice; its committed runs chose thresholds by Dice and trained with AdamW,
+    while the product defaults are F2 and SGD."""
     from ml_core.experiment import ExperimentConfig
 
-    assert TrainOptions().threshold_metric == "f2"
-    assert ExperimentConfig().train.threshold_metric == "dice"
-    assert ExperimentConfig.preset(quick=True).train.threshold_metric == "dice"
+    assert (TrainOptions().threshold_metric, TrainOptions().optimizer) == ("f2", "sgd")
+    for config in (ExperimentConfig(), ExperimentConfig.preset(quick=True)):
+        assert (config.train.threshold_metric, config.train.optimizer) == ("dice", "adamw")
 
 
 def test_out_of_memory_halves_the_batch_and_gives_up_clearly_at_one(tiny, tmp_path, monkeypatch):
