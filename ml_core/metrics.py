@@ -138,9 +138,10 @@ def object_metrics(pred, truth, dropped=None) -> dict:
 
 
 def visible_share(raster: rio.RasterLike, polys: PolygonSet) -> np.ndarray:
-    """Share of each polygon's pixels that hold valid imagery (0 off the raster or on masked
-    or nodata pixels): a building the image does not show cannot be found, so scores of
-    gap filling leave out those mostly outside it. Reads one small window per polygon."""
+    """Share of each polygon on valid imagery (its parts beyond the raster, on masked or on
+    nodata pixels count as not shown): a building the image does not show cannot be found, so
+    scores of gap filling leave out those mostly outside it. Reads one small window per
+    polygon."""
     ds = rio.open_raster(raster)
     bands = rio.default_bands(ds)
     rule = rio.valid_mask_band(ds, bands)
