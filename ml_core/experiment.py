@@ -182,19 +182,19 @@ def _values(rows: list[dict], loss: str, missing: float, key: str) -> list[float
             and r[key] is not None]
 
 
-def _mean(rows: list[dict], loss: str, missing: float, key: str) -> Optional[float]:
+def _mean_sd(rows: list[dict], loss: str, missing: float, key: str) -> tuple:
+    """(mean or None, sample standard deviation over seeds or None when fewer than two)."""
     vals = _values(rows, loss, missing, key)
-    return float(np.mean(vals)) if vals else None
+    mean = float(np.mean(vals)) if vals else None
+    return mean, float(np.std(vals, ddof=1)) if len(vals) > 1 else None
 
 
 def _cell(rows: list[dict], loss: str, missing: float, key: str) -> str:
     """Mean, with the sample standard deviation over seeds when there are several."""
-    vals = _values(rows, loss, missing, key)
-    if not vals:
+    mean, sd = _mean_sd(rows, loss, missing, key)
+    if mean is None:
         return "–"
-    text = f"{np.mean(vals):.3f}"
-    if len(vals) > 1:
-        text += f" ± {np.std(vals, ddof=1):.3f}"
+    text = f"{mean:.3f}" + (f" ± {sd:.3f}" if sd is not None else "")
     collapsed = sum(r["collapsed"] for r in rows if r["loss"] == loss and r["missing"] == missing)
     return text + (f" ({collapsed} collapsed)" if collapsed else "")
 
@@ -257,11 +257,9 @@ def write_chart(rows: list[dict], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
     rates = sorted({r["missing"] for r in rows})
     for loss in dict.fromkeys(r["loss"] for r in rows):
-        spread = [np.std(v, ddof=1) if len(v := _values(rows, loss, m, "dice")) > 1 else 0.0
-                  for m in rates]
-        means = [_mean(rows, loss, m, "dice") for m in rates]
-        ax.errorbar([100 * m for m in rates], [np.nan if v is None else v for v in means],
-                    yerr=spread, marker="o", capsize=3, label=loss)
+        stats = [_mean_sd(rows, loss, m, "dice") for m in rates]
+        ax.errorbar([100 * m for m in rates], [np.nan if v is None else v for v, _ in stats],
+                    yerr=[sd or 0.0 for _, sd in stats], marker="o", capsize=3, label=loss)
     ax.set_xlabel("missing buildings (%)")
     ax.set_ylabel("Dice on held-out area")
     ax.set_ylim(0, 1)
