@@ -17,9 +17,9 @@ from typing import Callable
 
 import torch
 
-from ml_core.device import describe_device
-from ml_core.losses import LOSSES, get_loss
-from ml_core.model import UNet
+from ml_core.learn.device import describe_device
+from ml_core.learn.losses import LOSSES, get_loss
+from ml_core.learn.model import UNet
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "losses.json"
 TARGET_MS = 25.0

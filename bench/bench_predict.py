@@ -1,4 +1,4 @@
-"""Benchmark of ``ml_core.predict``: throughput and peak memory (``make bench``).
+"""Benchmark of ``ml_core.infer.predict``: throughput and peak memory (``make bench``).
 
 What is measured, honestly:
 
@@ -38,10 +38,10 @@ from osgeo import gdal, osr
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ml_core.config import PredictOptions
-from ml_core.model import UNet
-from ml_core.modelfile import LoadedModel, ModelCard
-from ml_core.predict import predict_raster
-from ml_core.tiling import tile_windows
+from ml_core.infer.predict import predict_raster
+from ml_core.infer.tiling import tile_windows
+from ml_core.learn.model import UNet
+from ml_core.learn.modelfile import LoadedModel, ModelCard
 
 gdal.UseExceptions()
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "predict.json"

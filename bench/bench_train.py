@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ml_core.device import describe_device
-from ml_core.model import UNet
+from ml_core.learn.device import describe_device
+from ml_core.learn.model import UNet
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "train.json"
 

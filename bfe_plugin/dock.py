@@ -171,7 +171,7 @@ class BfeDock(QgsDockWidget):
 
     def _loss_tooltips(self) -> None:
         try:
-            from ml_core.losses import describe_loss
+            from ml_core.learn.losses import describe_loss
         except ImportError:
             return
         combo = self.train_form.editor("loss")
@@ -357,7 +357,7 @@ class BfeDock(QgsDockWidget):
 
     def _refined(self, result) -> None:
         self._finetuned(result.train)
-        from ml_core.review import read_round_log
+        from ml_core.review.loop import read_round_log
 
         rounds = read_round_log(result.train.model_path)
         summary = ", ".join(f"round {r['round']}: Dice {r.get('val_dice')}" for r in rounds)
@@ -366,7 +366,7 @@ class BfeDock(QgsDockWidget):
 
 def _describe_device() -> str:
     """Imports torch, on the UI thread once: importing it inside a worker thread can crash."""
-    from ml_core.device import describe_device
+    from ml_core.learn.device import describe_device
 
     from .tasks import preload_torch
 

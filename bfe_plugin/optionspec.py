@@ -28,7 +28,7 @@ class OptionSpec:
 def loss_choices() -> tuple:
     """Loss names from the ml_core registry (needs torch; empty when it is missing)."""
     try:
-        from ml_core.losses import LOSSES
+        from ml_core.learn.losses import LOSSES
     except ImportError:
         return ()
     return tuple(LOSSES)

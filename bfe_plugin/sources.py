@@ -56,6 +56,6 @@ def base_model(path: str | None) -> str | None:
     """The chosen base model, else ml_core's bundled one, else None (train from scratch)."""
     if path:
         return path
-    from ml_core.train import DEFAULT_BASE  # imports torch: call from a task or an algorithm
+    from ml_core.learn.train import DEFAULT_BASE  # imports torch: call from a task or an algorithm
 
     return str(DEFAULT_BASE) if DEFAULT_BASE.exists() else None

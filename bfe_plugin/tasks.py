@@ -122,7 +122,7 @@ class RasteriseTask(CoreTask):
 
     def __init__(self, raster: str, buildings: str, out_path: Path, options: RasterizeOptions,
                  on_done: OnDone, on_error: OnError) -> None:
-        from ml_core.labels import rasterize_labels
+        from ml_core.labels.rasterize import rasterize_labels
 
         super().__init__("bfe: rasterise labels",
                          partial(rasterize_labels, raster, buildings, out_path, options),
@@ -135,7 +135,7 @@ class FinetuneTask(CoreTask):
     def __init__(self, raster: str, buildings: str, out_model: Path, options: TrainOptions,
                  base: Optional[str], bands: Optional[list], on_done: OnDone,
                  on_error: OnError, rasterize: Optional[RasterizeOptions] = None) -> None:
-        from ml_core.train import finetune
+        from ml_core.learn.train import finetune
 
         self.out_model = out_model
         step = partial(finetune, raster, buildings, out_model, options, base=base_model(base),
@@ -192,10 +192,10 @@ class ExtractTask(CoreTask):
     PREDICT_SHARE = 0.85
 
     def __init__(self, job: ExtractJob, on_done: OnDone, on_error: OnError) -> None:
-        from ml_core.extract import extract_footprints
-        from ml_core.predict import predict_raster
-        from ml_core.review import carry_decisions
-        from ml_core.uncertainty import hints
+        from ml_core.infer.extract import extract_footprints
+        from ml_core.infer.predict import predict_raster
+        from ml_core.review.hints import hints
+        from ml_core.review.loop import carry_decisions
 
         self.job = job
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Optional
 
-from .errors import InputError
+from ml_core.errors import InputError
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
@@ -50,7 +50,7 @@ class RasterizeOptions(_Checked):
 class TrainOptions(_Checked):
     """Fine-tuning settings; the paper's loss and a CPU-friendly schedule by default."""
 
-    loss: str = _opt("bd_lace_wdice", "Training loss (see ml_core.losses.LOSSES).")
+    loss: str = _opt("bd_lace_wdice", "Training loss (see ml_core.learn.losses.LOSSES).")
     epochs: int = _opt(30, "Maximum number of epochs.", min=1)
     minutes: Optional[float] = _opt(3.0, "Time budget in minutes (0: none); when reached, the "
                                     "current epoch is validated and training stops.", min=0)

@@ -18,14 +18,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Optional, Union
 
-from .config import TrainOptions
-from .events import CancelToken, ProgressCallback
-from .geometry import read_polygons
-from .io_utils import atomic_output
-from .labels import drop_buildings
-from .metrics import object_metrics, visible_share
-from .pipeline import SAMPLE_BUILDINGS, SAMPLE_RASTER, run
-from .preview import write_preview
+from ml_core.config import TrainOptions
+from ml_core.evaluate.metrics import object_metrics, visible_share
+from ml_core.events import CancelToken, ProgressCallback
+from ml_core.io.atomic import atomic_output
+from ml_core.io.vector import read_polygons
+from ml_core.labels.rasterize import drop_buildings
+from ml_core.pipeline import SAMPLE_BUILDINGS, SAMPLE_RASTER, run
+from ml_core.preview import write_preview
 
 PathLike = Union[str, os.PathLike]
 KEPT_COLOUR = (255, 220, 0)  # yellow: OSM buildings given to training

@@ -11,7 +11,7 @@ import threading
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional
 
-from .errors import Cancelled
+from ml_core.errors import Cancelled
 
 
 @dataclass

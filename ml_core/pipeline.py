@@ -17,15 +17,15 @@ from typing import Optional, Union
 
 from osgeo import gdal
 
-from .config import ExtractOptions, PredictOptions, TrainOptions
-from .errors import InputError
-from .events import CancelToken, ProgressCallback, check_cancel
-from .extract import extract_footprints
-from .io_utils import atomic_output, check_writable
-from .labels import rasterize_labels
-from .modelfile import read_card
-from .predict import predict_raster
-from .train import DEFAULT_BASE, finetune
+from ml_core.config import ExtractOptions, PredictOptions, TrainOptions
+from ml_core.errors import InputError
+from ml_core.events import CancelToken, ProgressCallback, check_cancel
+from ml_core.infer.extract import extract_footprints
+from ml_core.infer.predict import predict_raster
+from ml_core.io.atomic import atomic_output, check_writable
+from ml_core.labels.rasterize import rasterize_labels
+from ml_core.learn.modelfile import read_card
+from ml_core.learn.train import DEFAULT_BASE, finetune
 
 PathLike = Union[str, os.PathLike]
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "data" / "sample"

@@ -10,8 +10,8 @@ from typing import Union
 import numpy as np
 from osgeo import gdal, ogr
 
-from .geometry import burn, open_layer
-from .io_utils import atomic_output
+from ml_core.io.atomic import atomic_output
+from ml_core.io.vector import burn, open_layer
 
 gdal.UseExceptions()
 ogr.UseExceptions()

@@ -25,14 +25,14 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from ml_core import review
 from ml_core.config import ExtractOptions, PredictOptions, TrainOptions
-from ml_core.extract import extract_footprints
-from ml_core.geometry import BoxIndex, PolygonSet, read_polygons
-from ml_core.labels import drop_buildings
-from ml_core.metrics import object_metrics
-from ml_core.predict import predict_raster
-from ml_core.train import DEFAULT_BASE, finetune
+from ml_core.evaluate.metrics import object_metrics
+from ml_core.infer.extract import extract_footprints
+from ml_core.infer.predict import predict_raster
+from ml_core.io.vector import BoxIndex, PolygonSet, read_polygons
+from ml_core.labels.rasterize import drop_buildings
+from ml_core.learn.train import DEFAULT_BASE, finetune
+from ml_core.review import loop as review
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "hotosm" / "kampala"

@@ -29,15 +29,15 @@ from osgeo import gdal
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ml_core import raster as rio  # noqa: E402
 from ml_core.config import TrainOptions  # noqa: E402
-from ml_core.dataset import Region, load_regions, split_blocks  # noqa: E402
-from ml_core.labels import UNKNOWN, rasterize_labels  # noqa: E402
-from ml_core.metrics import pixel_counts, pixel_metrics_from_counts  # noqa: E402
-from ml_core.model import UNet  # noqa: E402
-from ml_core.modelfile import ModelCard, load_model, save_model  # noqa: E402
+from ml_core.evaluate.metrics import pixel_counts, pixel_metrics_from_counts  # noqa: E402
+from ml_core.io import raster as gdalio  # noqa: E402
+from ml_core.labels.rasterize import UNKNOWN, rasterize_labels  # noqa: E402
+from ml_core.learn.dataset import Region, load_regions, split_blocks  # noqa: E402
+from ml_core.learn.model import UNet  # noqa: E402
+from ml_core.learn.modelfile import ModelCard, load_model, save_model  # noqa: E402
+from ml_core.learn.train import fit, predict_region  # noqa: E402
 from ml_core.pipeline import SAMPLE_RASTER  # noqa: E402
-from ml_core.train import fit, predict_region  # noqa: E402
 
 GSD = 0.3
 TRAIN_AREAS = (
@@ -77,9 +77,9 @@ def hide_sample(mask_path: Path) -> None:
 def area_regions(data: Path, raster: str, buildings: str, gsd: float, tmp: Path,
                  window_m: float = 300.0) -> tuple[list[Region], list, list]:
     """Rasterise one area's buildings and read it at ``gsd`` with its own statistics."""
-    ds = rio.open_raster(data / raster)
-    bands = rio.default_bands(ds)
-    mean, std = rio.band_statistics(ds, bands)
+    ds = gdalio.open_raster(data / raster)
+    bands = gdalio.default_bands(ds)
+    mean, std = gdalio.band_statistics(ds, bands)
     mask = rasterize_labels(data / raster, data / buildings, tmp / (Path(raster).stem + ".tif"))
     hide_sample(mask)
     return load_regions(data / raster, mask, bands, gsd, mean, std, window_m), mean, std

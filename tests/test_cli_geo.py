@@ -12,8 +12,8 @@ from osgeo import gdal, ogr
 
 from ml_core.cli import geo
 from ml_core.errors import InputError
-from ml_core.model import UNet
-from ml_core.modelfile import ModelCard, save_model
+from ml_core.learn.model import UNet
+from ml_core.learn.modelfile import ModelCard, save_model
 
 
 def bfe(*argv) -> int:
@@ -61,7 +61,7 @@ def test_cli_bad_input_names_file(make_raster, tmp_path, tiny_model):
 
 def test_cli_drop_on_a_mask_drops_whole_components(make_raster, tmp_path):
     from ml_core.cli import main
-    from ml_core.labels import read_mask
+    from ml_core.labels.rasterize import read_mask
 
     mask = np.zeros((40, 40), np.uint8)
     mask[2:8, 2:8] = 1

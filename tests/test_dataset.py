@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from ml_core.dataset import (
+from ml_core.errors import InputError
+from ml_core.learn.dataset import (
     UNKNOWN,
     CropSampler,
     Region,
@@ -14,7 +15,6 @@ from ml_core.dataset import (
     split_blocks,
     val_crops,
 )
-from ml_core.errors import InputError
 
 
 def _region(h=96, w=128, seed=0) -> Region:

@@ -9,8 +9,8 @@ from osgeo import gdal, ogr
 from ml_core.cli import main
 from ml_core.config import TrainOptions
 from ml_core.demo import run_demo
-from ml_core.geometry import envelope_polygon, read_polygons, srs_of
-from ml_core.metrics import object_metrics, visible_share
+from ml_core.evaluate.metrics import object_metrics, visible_share
+from ml_core.io.vector import envelope_polygon, read_polygons, srs_of
 from ml_core.pipeline import SAMPLE_BUILDINGS, SAMPLE_RASTER
 
 TINY = TrainOptions(loss="ce", epochs=1, steps_per_epoch=2, batch_size=2, crop_size=64, width=4,

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from ml_core.device import amp_dtype, describe_device, select_device
 from ml_core.errors import InputError
+from ml_core.learn.device import amp_dtype, describe_device, select_device
 
 
 def test_cpu_is_always_available_and_described():

@@ -7,8 +7,8 @@ import pytest
 
 from ml_core.config import TrainOptions
 from ml_core.errors import InputError
-from ml_core.experiment import ExperimentConfig, read_csv, run_experiment, score, tabulate
-from ml_core.labels import UNKNOWN
+from ml_core.evaluate.experiment import ExperimentConfig, read_csv, run_experiment, score, tabulate
+from ml_core.labels.rasterize import UNKNOWN
 from ml_core.pipeline import SAMPLE_BUILDINGS, SAMPLE_RASTER
 
 TINY = TrainOptions(loss="ce", epochs=1, steps_per_epoch=2, batch_size=2, crop_size=64, width=4,

@@ -3,7 +3,7 @@
 import pytest
 
 from ml_core.errors import OutputError
-from ml_core.io_utils import atomic_output
+from ml_core.io.atomic import atomic_output
 
 
 def test_success_renames(tmp_path):

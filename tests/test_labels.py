@@ -9,7 +9,7 @@ from osgeo import gdal, ogr, osr
 
 from ml_core.config import RasterizeOptions
 from ml_core.errors import InputError, OutputError
-from ml_core.labels import (
+from ml_core.labels.rasterize import (
     UNKNOWN,
     drop_buildings,
     drop_mask_components,

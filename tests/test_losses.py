@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ml_core.losses import LOSS_DESCRIPTIONS, LOSSES, BoundaryLoss, describe_loss, get_loss
-from ml_core.losses.functional import max_filter
+from ml_core.learn.losses import LOSS_DESCRIPTIONS, LOSSES, BoundaryLoss, describe_loss, get_loss
+from ml_core.learn.losses.functional import max_filter
 
 NAMES = [
     "ce", "dice", "nr_dice", "ce_dice", "ell", "wdice",

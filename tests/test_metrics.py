@@ -10,8 +10,7 @@ from conftest import pixel_box
 from osgeo import ogr, osr
 
 from ml_core.errors import InputError
-from ml_core.geometry import read_polygons, srs_of
-from ml_core.metrics import (
+from ml_core.evaluate.metrics import (
     evaluate,
     f_beta,
     object_metrics,
@@ -21,6 +20,7 @@ from ml_core.metrics import (
     tile_mean,
     visible_share,
 )
+from ml_core.io.vector import read_polygons, srs_of
 
 
 def test_pixel_metrics_formulas():

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ml_core.model import UNet
+from ml_core.learn.model import UNet
 
 
 @pytest.mark.parametrize(("width", "depth", "size"), [(4, 2, 16), (8, 3, 40), (4, 4, 64)])

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from ml_core.errors import InputError, OutputError
-from ml_core.model import UNet
-from ml_core.modelfile import ModelCard, card_path, check_bands, load_model, save_model
+from ml_core.learn.model import UNet
+from ml_core.learn.modelfile import ModelCard, card_path, check_bands, load_model, save_model
 
 
 def _card(net: UNet, **changes) -> ModelCard:

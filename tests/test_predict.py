@@ -11,9 +11,9 @@ from torch import nn
 
 from ml_core.config import THRESHOLD_KEY, PredictOptions
 from ml_core.errors import InputError
-from ml_core.modelfile import LoadedModel, ModelCard
-from ml_core.predict import NODATA, predict_raster
-from ml_core.tiling import Window, tile_windows
+from ml_core.infer.predict import NODATA, predict_raster
+from ml_core.infer.tiling import Window, tile_windows
+from ml_core.learn.modelfile import LoadedModel, ModelCard
 
 
 class Constant(nn.Module):
@@ -76,10 +76,10 @@ def test_tiled_equals_untiled(make_raster, tmp_path, net):
 
 
 def test_normalised_with_the_rasters_own_statistics_or_the_cards(make_raster, tmp_path):
-    from ml_core import raster as rio
+    from ml_core.io import raster as gdalio
 
     raster = make_raster(width=64, height=48)
-    mean, std = rio.band_statistics(rio.open_raster(raster), [1, 2, 3])
+    mean, std = gdalio.band_statistics(gdalio.open_raster(raster), [1, 2, 3])
     ds = gdal.Open(str(raster))
     img = ds.ReadAsArray().astype(np.float32)
     net = Pointwise()

@@ -10,10 +10,10 @@ import pytest
 from conftest import ORIGIN_3857, pixel_box
 from osgeo import gdal, ogr, osr
 
-from ml_core import review
 from ml_core.config import TrainOptions
 from ml_core.errors import InputError
-from ml_core.labels import UNKNOWN, read_mask
+from ml_core.labels.rasterize import UNKNOWN, read_mask
+from ml_core.review import loop as review
 
 TINY = TrainOptions(loss="ce", epochs=1, steps_per_epoch=2, batch_size=2, crop_size=32, width=4,
                     depth=2, device="cpu")
@@ -165,7 +165,7 @@ def test_round_log_numbers_rounds(tmp_path):
 
 
 def test_run_round_starts_from_the_current_model_and_logs(reviewed, tmp_path):
-    from ml_core.train import finetune
+    from ml_core.learn.train import finetune
 
     raster, osm, props = reviewed
     first = finetune(raster, osm, tmp_path / "r0.safetensors", TINY, base=None)
@@ -198,7 +198,7 @@ def write_probability(path: Path, prob: np.ndarray) -> Path:
 
 
 def test_uncertainty_hints_on_a_synthetic_probability(make_vector, tmp_path):
-    from ml_core.uncertainty import hints
+    from ml_core.review.hints import hints
 
     prob = np.full((64, 64), 0.02, np.float32)
     prob[2:12, 2:12] = 0.95     # OSM building the model agrees with

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ml_core.tiling import Window, blend_weights, tile_windows
+from ml_core.infer.tiling import Window, blend_weights, tile_windows
 
 
 def test_windows_cover_region_with_overlap():

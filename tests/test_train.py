@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from ml_core import raster as rio
-from ml_core import train as train_module
 from ml_core.config import TrainOptions
-from ml_core.dataset import CropSampler, load_regions, split_blocks
 from ml_core.errors import Cancelled, InputError
 from ml_core.events import CancelToken
-from ml_core.labels import rasterize_labels
-from ml_core.model import UNet
-from ml_core.modelfile import ModelCard, load_model, save_model
-from ml_core.train import (
+from ml_core.io import raster as gdalio
+from ml_core.labels.rasterize import rasterize_labels
+from ml_core.learn import train as train_module
+from ml_core.learn.dataset import CropSampler, load_regions, split_blocks
+from ml_core.learn.model import UNet
+from ml_core.learn.modelfile import ModelCard, load_model, save_model
+from ml_core.learn.train import (
     choose_threshold,
     finetune,
     fit,
@@ -44,8 +44,8 @@ def sample_mask(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def tiny(sample_mask):
     """The shipped sample at 0.8 m (about 250 x 250 px) with its card."""
-    ds = rio.open_raster(SAMPLE)
-    mean, std = rio.band_statistics(ds, [1, 2, 3])
+    ds = gdalio.open_raster(SAMPLE)
+    mean, std = gdalio.band_statistics(ds, [1, 2, 3])
     regions = load_regions(SAMPLE, sample_mask, [1, 2, 3], TINY.gsd_m, mean, std)
     net = UNet(3, 2, TINY.width, TINY.depth)
     card = ModelCard(architecture=net.architecture(), bands=[1, 2, 3], mean=mean, std=std,
@@ -228,7 +228,7 @@ def test_threshold_maximises_f2_or_dice_while_epochs_are_ranked_by_dice():
 def test_the_experiment_keeps_the_settings_of_its_committed_grids():
     """Table I scores Dice; its committed runs chose thresholds by Dice and trained with AdamW,
     while the product defaults are F2 and SGD."""
-    from ml_core.experiment import ExperimentConfig
+    from ml_core.evaluate.experiment import ExperimentConfig
 
     assert (TrainOptions().threshold_metric, TrainOptions().optimizer) == ("f2", "sgd")
     for config in (ExperimentConfig(), ExperimentConfig.preset(quick=True)):

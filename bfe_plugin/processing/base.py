@@ -32,7 +32,7 @@ from ..optionspec import OptionSpec, option_specs
 from ..sources import raster_path, vector_path
 from ..tasks import limit_torch_threads, preload_torch
 
-TORCH_MODULES = ("ml_core.train", "ml_core.predict")
+TORCH_MODULES = ("ml_core.learn.train", "ml_core.infer.predict")
 
 
 def option_parameter(spec: OptionSpec, advanced: bool) -> QgsProcessingParameterDefinition:

@@ -20,7 +20,7 @@ class DropLabels(BfeAlgorithm):
             "'buildings' and the 'dropped' ones, which measure how many missing buildings bfe "
             "finds.")
 
-    CORE = ("ml_core.labels",)
+    CORE = ("ml_core.labels.rasterize",)
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802 (QGIS API)
         self.addParameter(QgsProcessingParameterVectorLayer(
@@ -36,7 +36,7 @@ class DropLabels(BfeAlgorithm):
         self.addOutput(QgsProcessingOutputVectorLayer("DROPPED", "Dropped buildings"))
 
     def run_step(self, parameters, context, feedback, progress, cancel) -> dict:
-        from ml_core.labels import drop_buildings
+        from ml_core.labels.rasterize import drop_buildings
 
         out = self.parameterAsFileOutput(parameters, "OUTPUT", context)
         result = drop_buildings(vector_input_path(self, "BUILDINGS", parameters, context),

@@ -22,7 +22,7 @@ class ExtractFootprints(BfeAlgorithm):
     OPTIONS = ExtractOptions
     PRIMARY = ("threshold", "min_area")
 
-    CORE = ("ml_core.extract",)
+    CORE = ("ml_core.infer.extract",)
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802 (QGIS API)
         self.addParameter(raster_input("INPUT", "Building probability raster"))
@@ -36,7 +36,7 @@ class ExtractFootprints(BfeAlgorithm):
         self.addOutput(QgsProcessingOutputVectorLayer("NEW_BUILDINGS", "New buildings"))
 
     def run_step(self, parameters, context, feedback, progress, cancel) -> dict:
-        from ml_core.extract import extract_footprints
+        from ml_core.infer.extract import extract_footprints
 
         out = self.parameterAsFileOutput(parameters, "OUTPUT", context)
         extract_footprints(self.raster_parameter("INPUT", parameters, context), out,

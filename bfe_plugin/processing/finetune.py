@@ -26,7 +26,7 @@ class Finetune(BfeAlgorithm):
     OPTIONS = TrainOptions
     PRIMARY = ("loss", "epochs", "minutes", "device")
 
-    CORE = ("ml_core.train",)
+    CORE = ("ml_core.learn.train",)
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802 (QGIS API)
         self.addParameter(raster_input())
@@ -43,7 +43,7 @@ class Finetune(BfeAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("BEST_VAL_DICE", "Best validation Dice"))
 
     def run_step(self, parameters, context, feedback, progress, cancel) -> dict:
-        from ml_core.train import finetune
+        from ml_core.learn.train import finetune
 
         out = self.parameterAsFileOutput(parameters, "OUTPUT", context)
         base = base_model(self.parameterAsFile(parameters, "BASE", context))

@@ -22,7 +22,7 @@ class PredictProbability(BfeAlgorithm):
     OPTIONS = PredictOptions
     PRIMARY = ("device", "tta")
 
-    CORE = ("ml_core.predict",)
+    CORE = ("ml_core.infer.predict",)
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802 (QGIS API)
         self.addParameter(raster_input())
@@ -36,7 +36,7 @@ class PredictProbability(BfeAlgorithm):
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Probability"))
 
     def run_step(self, parameters, context, feedback, progress, cancel) -> dict:
-        from ml_core.predict import predict_raster
+        from ml_core.infer.predict import predict_raster
 
         layer = self.parameterAsRasterLayer(parameters, "INPUT", context)
         extent = None

@@ -21,7 +21,7 @@ class RasteriseLabels(BfeAlgorithm):
     OPTIONS = RasterizeOptions
     PRIMARY = ("unknown_margin",)
 
-    CORE = ("ml_core.labels",)
+    CORE = ("ml_core.labels.rasterize",)
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802 (QGIS API)
         self.addParameter(raster_input())
@@ -34,7 +34,7 @@ class RasteriseLabels(BfeAlgorithm):
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Label mask"))
 
     def run_step(self, parameters, context, feedback, progress, cancel) -> dict:
-        from ml_core.labels import rasterize_labels
+        from ml_core.labels.rasterize import rasterize_labels
 
         out = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         complete = vector_input_path(self, "COMPLETE_AREA", parameters, context)

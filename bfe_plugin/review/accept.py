@@ -22,7 +22,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import NULL, QVariant
 
 from ml_core.errors import InputError
-from ml_core.review import ACCEPTED, STATUS_FIELD
+from ml_core.review.loop import ACCEPTED, STATUS_FIELD
 
 SOURCE_FIELD = "source"
 SOURCE_VALUE = "bfe"

@@ -38,7 +38,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from ml_core.errors import BfeError, InputError
-from ml_core.review import ACCEPTED, PROPOSED, REJECTED, STATUS_FIELD, review_order
+from ml_core.review.loop import ACCEPTED, PROPOSED, REJECTED, STATUS_FIELD, review_order
 
 from ..sources import vector_path
 from .accept import accepted_ids, copy_features
@@ -284,7 +284,7 @@ class ReviewPanel(QWidget):
 
     def answers_file(self, folder: Path) -> Optional[str]:
         """The proposals reviewed so far as a file, if any was accepted or rejected, so that the
-        next extraction carries the answers over (``ml_core.review.carry_decisions``)."""
+        next extraction carries the answers over (``ml_core.review.loop.carry_decisions``)."""
         if self.layer is None or sip.isdeleted(self.layer):
             return None
         answered = QgsFeatureRequest().setFilterExpression(

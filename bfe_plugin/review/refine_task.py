@@ -1,5 +1,5 @@
 """The next round as a QgsTask: labels from the review answers, then fine-tuning that starts
-from the current model (``ml_core.review.run_round``).
+from the current model (``ml_core.review.loop.run_round``).
 
 ``round_job`` snapshots the QGIS layers to files on the UI thread; ``RefineTask.run`` only
 sees paths, and the result (a ``RoundResult``) reaches ``on_done`` in ``finished()``.
@@ -52,7 +52,7 @@ class RefineTask(CoreTask):
     """Fine-tune again on the reviewed labels; on cancel the best checkpoint so far stays."""
 
     def __init__(self, job: RoundJob, on_done: OnDone, on_error: OnError) -> None:
-        from ml_core.review import run_round  # torch: imported on the UI thread
+        from ml_core.review.loop import run_round  # torch: imported on the UI thread
 
         self.job = job
         self.out_model = job.out_model

@@ -20,7 +20,7 @@ from qgis.PyQt.QtWidgets import (
 from ml_core.errors import InputError
 
 if TYPE_CHECKING:
-    from ml_core.modelfile import ModelCard
+    from ml_core.learn.modelfile import ModelCard
 
 FILTER = "bfe model (*.safetensors)"
 
@@ -64,7 +64,7 @@ class ModelPanel(QWidget):
         """Use ``path``; raises InputError when its card or weights are missing, invalid or do
         not match. The weights are loaded once here, so a corrupt file fails now, not when
         extracting, and the current model stays."""
-        from ml_core.modelfile import load_model  # needs torch
+        from ml_core.learn.modelfile import load_model  # needs torch
 
         path = Path(path)
         summary = card_summary(path.name, load_model(path).card)
@@ -75,7 +75,7 @@ class ModelPanel(QWidget):
         """Copy weights and card to ``target`` (a .safetensors path)."""
         if self.path is None:
             raise InputError("There is no model to save yet: fine-tune or load one first.")
-        from ml_core.modelfile import card_path
+        from ml_core.learn.modelfile import card_path
 
         target = Path(target).with_suffix(".safetensors")
         shutil.copyfile(self.path, target)

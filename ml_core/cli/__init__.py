@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import MISSING, fields
 from typing import Optional
 
-from ..errors import BfeError, Cancelled
+from ml_core.errors import BfeError, Cancelled
 
 COMMAND_MODULES = ("ml_core.cli.geo", "ml_core.cli.train", "ml_core.cli.demo")
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from ..config import TrainOptions
-from . import options_from_args
-from .train import ProgressBar, add_train_args, ctrl_c_cancels
+from ml_core.cli import options_from_args
+from ml_core.cli.train import ProgressBar, add_train_args, ctrl_c_cancels
+from ml_core.config import TrainOptions
 
 DEMO_MINUTES = 3.0  # fine-tuning budget of the demo, so that it ends in about five minutes
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from ..demo import describe, run_demo
+    from ml_core.demo import describe, run_demo
 
     with ctrl_c_cancels() as cancel:
         scores = run_demo(args.output, args.fraction, args.drop_seed,

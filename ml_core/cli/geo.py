@@ -7,9 +7,9 @@ import json
 import tempfile
 from pathlib import Path
 
-from ..config import ExtractOptions, PredictOptions, RasterizeOptions
-from . import add_options, csv_list, options_from_args
-from .train import ProgressBar, ctrl_c_cancels
+from ml_core.cli import add_options, csv_list, options_from_args
+from ml_core.cli.train import ProgressBar, ctrl_c_cancels
+from ml_core.config import ExtractOptions, PredictOptions, RasterizeOptions
 
 
 def _extent(text: str) -> list:
@@ -88,7 +88,7 @@ def register(subparsers) -> None:
 
 
 def _cmd_rasterize(args: argparse.Namespace) -> int:
-    from ..labels import rasterize_labels
+    from ml_core.labels.rasterize import rasterize_labels
 
     with ctrl_c_cancels() as cancel:
         out = rasterize_labels(args.raster, args.buildings, args.output,
@@ -100,7 +100,12 @@ def _cmd_rasterize(args: argparse.Namespace) -> int:
 
 
 def _cmd_drop(args: argparse.Namespace) -> int:
-    from ..labels import drop_buildings, drop_mask_components, read_mask, write_mask
+    from ml_core.labels.rasterize import (
+        drop_buildings,
+        drop_mask_components,
+        read_mask,
+        write_mask,
+    )
 
     if Path(args.buildings).suffix.lower() in (".tif", ".tiff", ".vrt"):
         partial, dropped = drop_mask_components(read_mask(args.buildings), args.fraction,
@@ -116,9 +121,9 @@ def _cmd_drop(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace, out: str, cancel):
-    from ..device import select_device
-    from ..modelfile import load_model
-    from ..predict import predict_raster
+    from ml_core.infer.predict import predict_raster
+    from ml_core.learn.device import select_device
+    from ml_core.learn.modelfile import load_model
 
     options = options_from_args(args, PredictOptions)
     model = load_model(args.model, select_device(options.device))
@@ -135,7 +140,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_extract(args: argparse.Namespace) -> int:
-    from ..extract import extract_footprints
+    from ml_core.infer.extract import extract_footprints
 
     options = options_from_args(args, ExtractOptions)
     with ctrl_c_cancels() as cancel, tempfile.TemporaryDirectory() as tmp:
@@ -150,7 +155,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from ..metrics import evaluate
+    from ml_core.evaluate.metrics import evaluate
 
     result = evaluate(args.prediction, args.truth, raster=args.raster, dropped=args.dropped,
                       json_out=args.json_out, threshold=args.threshold, tile=args.tile)

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Optional
 
-from ..config import TrainOptions
-from ..events import CancelToken, ProgressEvent
-from . import add_options, csv_list, options_from_args
+from ml_core.cli import add_options, csv_list, options_from_args
+from ml_core.config import TrainOptions
+from ml_core.events import CancelToken, ProgressEvent
 
 
 class ProgressBar:
@@ -66,8 +66,8 @@ def _base_arg(value: str) -> Optional[str]:
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
-    from ..losses import LOSSES
-    from ..train import DEFAULT_BASE
+    from ml_core.learn.losses import LOSSES
+    from ml_core.learn.train import DEFAULT_BASE
 
     p.add_argument("--base", type=_base_arg, default=str(DEFAULT_BASE),
                    help="Model to start from; 'none' trains from scratch (default: shipped base).")
@@ -77,7 +77,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
-    from ..train import finetune
+    from ml_core.learn.train import finetune
 
     with ctrl_c_cancels() as cancel:
         result = finetune(args.raster, args.buildings or None, args.output,
@@ -91,7 +91,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from ..pipeline import run
+    from ml_core.pipeline import run
 
     with ctrl_c_cancels() as cancel:
         report = run(args.raster, args.buildings, args.output,
@@ -102,7 +102,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_experiment(args: argparse.Namespace) -> int:
-    from ..experiment import ExperimentConfig, run_experiment, tabulate
+    from ml_core.evaluate.experiment import ExperimentConfig, run_experiment, tabulate
 
     if args.merge:
         print("\n".join(str(p) for p in tabulate(args.merge, args.out)))
@@ -121,7 +121,7 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     """Add the ``finetune``, ``run`` and ``experiment`` subcommands."""
-    from ..train import DEFAULT_BASE
+    from ml_core.learn.train import DEFAULT_BASE
 
     p = subparsers.add_parser("finetune", help="Fine-tune a model on a raster and OSM buildings.")
     p.add_argument("raster")

@@ -127,7 +127,7 @@ class WorkerImports:
 
 
 def test_finetune_then_extract_as_tasks_without_blocking_the_ui(dock, layers, monkeypatch):
-    engine_ready("ml_core.train", "ml_core.predict", "ml_core.extract")
+    engine_ready("ml_core.learn.train", "ml_core.infer.predict", "ml_core.infer.extract")
     imported = WorkerImports(monkeypatch)
     raster, buildings = layers
     _select(dock, raster, buildings)
@@ -202,7 +202,7 @@ def test_extract_covers_only_the_chosen_area(dock, layers, canvas, mode):
 
     from bfe_plugin.widgets.inputs import AREAS
 
-    engine_ready("ml_core.predict", "ml_core.extract")
+    engine_ready("ml_core.infer.predict", "ml_core.infer.extract")
     raster, buildings = layers
     _select(dock, raster, buildings)
     dock.predict_form.set_options(dock.predict_form.options_cls(device="cpu", tile_size=128,
@@ -252,9 +252,9 @@ def test_extract_covers_only_the_chosen_area(dock, layers, canvas, mode):
 
 @pytest.mark.parametrize("hints", [True, False])
 def test_extract_adds_styled_hints_only_when_asked(dock, layers, hints):
-    from ml_core.uncertainty import REASONS
+    from ml_core.review.hints import REASONS
 
-    engine_ready("ml_core.predict", "ml_core.extract", "ml_core.uncertainty")
+    engine_ready("ml_core.infer.predict", "ml_core.infer.extract", "ml_core.review.hints")
     raster, buildings = layers
     _select(dock, raster, buildings)
     dock.predict_form.set_options(dock.predict_form.options_cls(device="cpu", tile_size=128,
@@ -277,7 +277,7 @@ def test_extract_adds_styled_hints_only_when_asked(dock, layers, hints):
 
 
 def test_cancel_stops_fine_tuning(dock, layers):
-    engine_ready("ml_core.train")
+    engine_ready("ml_core.learn.train")
     raster, buildings = layers
     _select(dock, raster, buildings)
     _quick_training(dock)
@@ -320,7 +320,7 @@ def test_buttons_enabled_when_nothing_is_missing(dock, missing):
 
 
 def test_every_loss_is_offered_with_a_tooltip_and_the_device_is_shown(dock):
-    from ml_core.losses import LOSSES
+    from ml_core.learn.losses import LOSSES
 
     combo = dock.train_form.editor("loss")
     assert {combo.itemText(i) for i in range(combo.count())} == set(LOSSES)

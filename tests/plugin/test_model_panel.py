@@ -20,8 +20,8 @@ from bfe_plugin.widgets.model import FILTER
 @pytest.fixture
 def model_file(tmp_path) -> Path:
     """A tiny real model: safetensors weights and its JSON card."""
-    from ml_core.model import UNet
-    from ml_core.modelfile import ModelCard, save_model
+    from ml_core.learn.model import UNet
+    from ml_core.learn.modelfile import ModelCard, save_model
 
     net = UNet(3, 2, width=4, depth=2)
     card = ModelCard(architecture=net.architecture(), bands=[1, 2, 3], mean=[100.0] * 3,
@@ -94,7 +94,7 @@ def test_a_model_error_leaves_a_running_task_alone(dock, layers, model_file, tmp
     """A failed Load during fine-tuning only reports; the task stays running and cancellable."""
     from .conftest import engine_ready, wait_for
 
-    engine_ready("ml_core.train")
+    engine_ready("ml_core.learn.train")
     dock.inputs.raster_combo.setLayer(layers[0])
     dock.inputs.buildings_combo.setLayer(layers[1])
     dock.train_form.set_options(dock.train_form.options_cls(epochs=1000, crop_size=64, width=8,

@@ -82,7 +82,7 @@ def test_bad_input_raises_a_processing_error(run, layers, tmp_path):
 
 
 def test_finetune_predict_extract(run, layers, tmp_path):
-    engine_ready("ml_core.train", "ml_core.predict", "ml_core.extract")
+    engine_ready("ml_core.learn.train", "ml_core.infer.predict", "ml_core.infer.extract")
     raster, buildings = layers
     model = run("bfe:finetune", {"INPUT": raster, "BUILDINGS": buildings, "epochs": 1,
                                  "steps_per_epoch": 2, "batch_size": 2, "crop_size": 64,

@@ -52,7 +52,7 @@ def run_task(task) -> object:
 
 def pixels(grid: Path, wkts: list, srs) -> np.ndarray:
     """Boolean mask of ``wkts`` (in ``srs``) on the grid of raster ``grid``."""
-    from ml_core.geometry import burn, memory_layer
+    from ml_core.io.vector import burn, memory_layer
 
     ds = gdal.Open(str(grid))
     _src, layer = memory_layer([ogr.CreateGeometryFromWkt(w) for w in wkts], srs)
@@ -62,7 +62,7 @@ def pixels(grid: Path, wkts: list, srs) -> np.ndarray:
 @pytest.fixture
 def user_layer(sample_crop, tmp_path, qgis_new_project) -> tuple[QgsVectorLayer, Path]:
     """The user's building layer: half of the crop's OSM buildings (the rest are 'unmapped')."""
-    from ml_core.labels import drop_buildings
+    from ml_core.labels.rasterize import drop_buildings
 
     drop = drop_buildings(sample_crop[1], 0.5, 0, tmp_path / "drop.gpkg")
     path = tmp_path / "my_buildings.gpkg"
@@ -76,9 +76,9 @@ def user_layer(sample_crop, tmp_path, qgis_new_project) -> tuple[QgsVectorLayer,
 @pytest.fixture
 def model(tmp_path) -> Path:
     """The shipped base model, else a tiny one trained for two steps."""
-    engine_ready("ml_core.train", "ml_core.predict", "ml_core.extract")
+    engine_ready("ml_core.learn.train", "ml_core.infer.predict", "ml_core.infer.extract")
     from ml_core.config import TrainOptions
-    from ml_core.train import DEFAULT_BASE, finetune
+    from ml_core.learn.train import DEFAULT_BASE, finetune
 
     if DEFAULT_BASE.exists():
         return DEFAULT_BASE
@@ -108,9 +108,9 @@ def test_full_review_round(sample_crop, user_layer, model, qgis_canvas, tmp_path
     from bfe_plugin.review.panel import ReviewPanel
     from bfe_plugin.review.refine_task import RefineTask, round_job
     from ml_core.config import TrainOptions
-    from ml_core.geometry import srs_of
-    from ml_core.labels import read_mask
-    from ml_core.review import read_round_log
+    from ml_core.io.vector import srs_of
+    from ml_core.labels.rasterize import read_mask
+    from ml_core.review.loop import read_round_log
 
     raster = sample_crop[0]
     mine, mine_path = user_layer

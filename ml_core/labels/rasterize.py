@@ -16,11 +16,12 @@ from typing import Optional, Union
 import numpy as np
 from osgeo import gdal, ogr
 
-from . import raster as rio
-from .config import RasterizeOptions
-from .errors import InputError
-from .events import CancelToken, ProgressCallback, ProgressEvent, check_cancel, emit
-from .geometry import (
+from ml_core.config import RasterizeOptions
+from ml_core.errors import InputError
+from ml_core.events import CancelToken, ProgressCallback, ProgressEvent, check_cancel, emit
+from ml_core.io import raster as gdalio
+from ml_core.io.atomic import atomic_output, check_writable
+from ml_core.io.vector import (
     as_list,
     burn,
     check_overlap,
@@ -30,7 +31,6 @@ from .geometry import (
     read_polygons,
     srs_of,
 )
-from .io_utils import atomic_output, check_writable
 
 gdal.UseExceptions()
 ogr.UseExceptions()
@@ -62,7 +62,7 @@ def _polygon_layers(paths, ds: gdal.Dataset, what: str, progress) -> list:
     return out
 
 
-def rasterize_labels(raster: rio.RasterLike, buildings, out_path: PathLike,
+def rasterize_labels(raster: gdalio.RasterLike, buildings, out_path: PathLike,
                      options: Optional[RasterizeOptions] = None, complete_area=None,
                      background=None, progress: Optional[ProgressCallback] = None,
                      cancel: Optional[CancelToken] = None) -> Path:
@@ -72,19 +72,19 @@ def rasterize_labels(raster: rio.RasterLike, buildings, out_path: PathLike,
     where labels are complete; ``background``: polygons forced to 0 (rejected proposals).
     """
     options = options or RasterizeOptions()
-    ds = rio.open_raster(raster)
-    name = rio.raster_name(ds)
+    ds = gdalio.open_raster(raster)
+    name = gdalio.raster_name(ds)
     check_writable(out_path)
     layers = _polygon_layers(buildings, ds, "buildings", progress)
     check_overlap(ds, [p for *_, p in layers], name)
     complete = _polygon_layers(complete_area, ds, "complete-area", progress)
     rejected = _polygon_layers(background, ds, "background", progress)
-    bands = rio.default_bands(ds)
-    rule = rio.valid_mask_band(ds, bands)
+    bands = gdalio.default_bands(ds)
+    rule = gdalio.valid_mask_band(ds, bands)
     W, H, m = ds.RasterXSize, ds.RasterYSize, max(0, options.unknown_margin)
-    rows = rio.strip_rows(W)
+    rows = gdalio.strip_rows(W)
     with atomic_output(out_path) as tmp:
-        out = rio.create_like(ds, tmp, 0, 0, W, H, gdal.GDT_Byte)
+        out = gdalio.create_like(ds, tmp, 0, 0, W, H, gdal.GDT_Byte)
         band = out.GetRasterBand(1)
         for y0 in range(0, H, rows):
             check_cancel(cancel)
@@ -102,7 +102,7 @@ def rasterize_labels(raster: rio.RasterLike, buildings, out_path: PathLike,
                 mask[(mask == 0) & ~inside] = UNKNOWN
             for _, layer, _ in rejected:
                 mask[burn(layer, ds, 0, y0, W, h) > 0] = 0
-            mask[~rio.read_validity(ds, bands, 0, y0, W, h, rule=rule)] = UNKNOWN
+            mask[~gdalio.read_validity(ds, bands, 0, y0, W, h, rule=rule)] = UNKNOWN
             band.WriteArray(mask, 0, y0)
             emit(progress, ProgressEvent("rasterize", (y0 + h) / H, f"rows {y0 + h}/{H}"))
         out.FlushCache()
@@ -123,7 +123,7 @@ def read_mask(path: PathLike) -> np.ndarray:
 def write_mask(like: PathLike, mask: np.ndarray, path: PathLike) -> Path:
     """Write a label mask array on the grid of raster ``like`` (atomically)."""
     with atomic_output(path) as tmp:
-        ds = rio.create_like(rio.open_raster(like), tmp, 0, 0, mask.shape[1], mask.shape[0],
+        ds = gdalio.create_like(gdalio.open_raster(like), tmp, 0, 0, mask.shape[1], mask.shape[0],
                              gdal.GDT_Byte)
         ds.GetRasterBand(1).WriteArray(mask)
         ds = None

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Union
 
-from .errors import OutputError
+from ml_core.errors import OutputError
 
 PathLike = Union[str, os.PathLike]
 

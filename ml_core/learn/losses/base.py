@@ -8,7 +8,7 @@ from typing import Callable, Union
 import torch
 from torch import Tensor, nn
 
-from .functional import Prepared, prepare
+from ml_core.learn.losses.functional import Prepared, prepare
 
 # Per-class numbers, or "auto": the class frequency of the training masks (set_class_frequency).
 ClassValues = Union[Sequence[float], str]

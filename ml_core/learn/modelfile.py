@@ -18,8 +18,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .errors import InputError, OutputError
-from .model import UNet
+from ml_core.errors import InputError, OutputError
+from ml_core.learn.model import UNet
 
 CARD_VERSION = 1
 PathLike = Union[str, os.PathLike]

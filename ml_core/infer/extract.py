@@ -24,11 +24,12 @@ from typing import Optional, Union
 import numpy as np
 from osgeo import gdal, ogr, osr
 
-from . import raster as rio
-from .config import DEFAULT_THRESHOLD, THRESHOLD_KEY, ExtractOptions
-from .errors import InputError
-from .events import CancelToken, ProgressCallback, ProgressEvent, check_cancel, emit
-from .geometry import (
+from ml_core.config import DEFAULT_THRESHOLD, THRESHOLD_KEY, ExtractOptions
+from ml_core.errors import InputError
+from ml_core.events import CancelToken, ProgressCallback, ProgressEvent, check_cancel, emit
+from ml_core.io import raster as gdalio
+from ml_core.io.atomic import atomic_output, check_writable
+from ml_core.io.vector import (
     AreaMeter,
     BoxIndex,
     as_list,
@@ -40,7 +41,6 @@ from .geometry import (
     srs_of,
     transform,
 )
-from .io_utils import atomic_output, check_writable
 
 gdal.UseExceptions()
 ogr.UseExceptions()
@@ -78,10 +78,10 @@ def binary_polygons(ds: gdal.Dataset, low: float, high: float = np.inf,
     """
     W, H = ds.RasterXSize, ds.RasterYSize
     path = f"/vsimem/bfe_binary_{id(ds)}.tif"
-    binary = rio.create_like(ds, path, 0, 0, W, H, gdal.GDT_Byte)
+    binary = gdalio.create_like(ds, path, 0, 0, W, H, gdal.GDT_Byte)
     src = ds.GetRasterBand(1)
     nodata = src.GetNoDataValue()
-    rows = rio.strip_rows(W)
+    rows = gdalio.strip_rows(W)
     try:
         for y0 in range(0, H, rows):
             check_cancel(cancel)
@@ -170,7 +170,7 @@ def zonal_mean(ds: gdal.Dataset, geoms: list,
     W, H = ds.RasterXSize, ds.RasterYSize
     band = ds.GetRasterBand(1)
     nodata = band.GetNoDataValue()
-    rows = rio.strip_rows(W)
+    rows = gdalio.strip_rows(W)
     for y0 in range(0, H, rows):
         check_cancel(cancel)
         h = min(rows, H - y0)
@@ -231,7 +231,7 @@ def _check_probability(ds: gdal.Dataset, path) -> None:
             "Give a model (-m MODEL) to predict first, or the output of 'bfe predict'.")
 
 
-def extract_footprints(prob_path: rio.RasterLike, out_path: PathLike,
+def extract_footprints(prob_path: gdalio.RasterLike, out_path: PathLike,
                        options: Optional[ExtractOptions] = None, existing=None,
                        crs: Optional[str] = None, progress: Optional[ProgressCallback] = None,
                        cancel: Optional[CancelToken] = None) -> ExtractResult:
@@ -241,7 +241,7 @@ def extract_footprints(prob_path: rio.RasterLike, out_path: PathLike,
     (e.g. ``EPSG:4326``), default the raster's.
     """
     options = options or ExtractOptions()
-    ds = rio.open_raster(prob_path)
+    ds = gdalio.open_raster(prob_path)
     _check_probability(ds, prob_path)
     check_writable(out_path)
     srs = srs_of(ds)
@@ -251,7 +251,7 @@ def extract_footprints(prob_path: rio.RasterLike, out_path: PathLike,
         existing_geoms += read_polygons(path, srs, what="existing buildings",
                                         progress=progress).geoms
     gt = ds.GetGeoTransform()
-    px_crs, px_m = abs(gt[1]), rio.pixel_size_m(ds)
+    px_crs, px_m = abs(gt[1]), gdalio.pixel_size_m(ds)
     to_crs = px_crs / px_m  # CRS units per metre at the raster centre
     meter = AreaMeter.at_centre_of(ds)
     splitter = _NewSplitter(existing_geoms, max(EXISTING_BUFFER_M, px_m) * to_crs,

@@ -18,10 +18,10 @@ from typing import Optional, Union
 import numpy as np
 from osgeo import gdal
 
-from . import raster as rio
-from .errors import InputError
-from .events import CancelToken, check_cancel
-from .labels import UNKNOWN
+from ml_core.errors import InputError
+from ml_core.events import CancelToken, check_cancel
+from ml_core.io import raster as gdalio
+from ml_core.labels.rasterize import UNKNOWN
 
 PathLike = Union[str, os.PathLike]
 
@@ -60,7 +60,7 @@ def load_regions(raster: PathLike, mask_path: PathLike, bands: Sequence[int], gs
 
     Windows without any labelled pixel are skipped; invalid (nodata) pixels become unknown.
     """
-    ds = rio.open_raster(raster)
+    ds = gdalio.open_raster(raster)
     try:
         mask_ds = gdal.Open(str(mask_path))
     except RuntimeError as exc:
@@ -70,8 +70,8 @@ def load_regions(raster: PathLike, mask_path: PathLike, bands: Sequence[int], gs
     if mask_ds is None or (mask_ds.RasterXSize, mask_ds.RasterYSize) != size:
         raise InputError(f"Label mask {mask_path} does not match the grid of {raster}. "
                          "Rasterise the labels on this raster again.")
-    scale = rio.gsd_scale(ds, gsd_m)
-    step = max(16, round(window_m / rio.pixel_size_m(ds)))
+    scale = gdalio.gsd_scale(ds, gsd_m)
+    step = max(16, round(window_m / gdalio.pixel_size_m(ds)))
     m = np.asarray(mean, np.float32)[:, None, None]
     s = np.asarray(std, np.float32)[:, None, None]
     regions = []
@@ -83,7 +83,7 @@ def load_regions(raster: PathLike, mask_path: PathLike, bands: Sequence[int], gs
             mask = _read_mask(mask_ds, xoff, yoff, w, h, out)
             if not (mask != UNKNOWN).any():
                 continue
-            img, valid = rio.read_window(ds, list(bands), xoff, yoff, w, h, out_size=out)
+            img, valid = gdalio.read_window(ds, list(bands), xoff, yoff, w, h, out_size=out)
             mask[~valid] = UNKNOWN
             if (mask != UNKNOWN).any():
                 regions.append(Region(((img - m) / s).astype(np.float32), mask,

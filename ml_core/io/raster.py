@@ -17,8 +17,8 @@ from typing import Optional, Union
 import numpy as np
 from osgeo import gdal, osr
 
-from .errors import InputError, OutputError
-from .geometry import ground_distance_m, has_crs
+from ml_core.errors import InputError, OutputError
+from ml_core.io.vector import ground_distance_m, has_crs
 
 gdal.UseExceptions()
 osr.UseExceptions()

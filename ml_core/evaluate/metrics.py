@@ -16,9 +16,10 @@ from typing import Optional, Union
 import numpy as np
 from osgeo import gdal, ogr
 
-from . import raster as rio
-from .extract import binary_polygons
-from .geometry import (
+from ml_core.infer.extract import binary_polygons
+from ml_core.io import raster as gdalio
+from ml_core.io.atomic import atomic_output, check_writable
+from ml_core.io.vector import (
     BoxIndex,
     PolygonSet,
     burn,
@@ -29,8 +30,7 @@ from .geometry import (
     read_polygons,
     srs_of,
 )
-from .io_utils import atomic_output, check_writable
-from .labels import UNKNOWN
+from ml_core.labels.rasterize import UNKNOWN
 
 gdal.UseExceptions()
 ogr.UseExceptions()
@@ -137,14 +137,14 @@ def object_metrics(pred, truth, dropped=None) -> dict:
     return out
 
 
-def visible_share(raster: rio.RasterLike, polys: PolygonSet) -> np.ndarray:
+def visible_share(raster: gdalio.RasterLike, polys: PolygonSet) -> np.ndarray:
     """Share of each polygon on valid imagery (its parts beyond the raster, on masked or on
     nodata pixels count as not shown): a building the image does not show cannot be found, so
     scores of gap filling leave out those mostly outside it. Reads one small window per
     polygon."""
-    ds = rio.open_raster(raster)
-    bands = rio.default_bands(ds)
-    rule = rio.valid_mask_band(ds, bands)
+    ds = gdalio.open_raster(raster)
+    bands = gdalio.default_bands(ds)
+    rule = gdalio.valid_mask_band(ds, bands)
     polys = polys.to(ds.GetSpatialRef())
     _src, layer = memory_layer(polys.geoms, polys.srs)
     extent = envelope_polygon(raster_bounds(ds))
@@ -158,7 +158,7 @@ def visible_share(raster: rio.RasterLike, polys: PolygonSet) -> np.ndarray:
         if not inside.any():  # smaller than a pixel: judge the pixels it touches
             inside = burn(layer, ds, x, y, w, h, value=None, all_touched=True,
                           dtype=gdal.GDT_Int32) == i + 1
-        valid = rio.read_validity(ds, bands, x, y, w, h, rule=rule)
+        valid = gdalio.read_validity(ds, bands, x, y, w, h, rule=rule)
         out[i] = on_raster * valid[inside].mean() if inside.any() else 0.0
     return out
 
@@ -170,7 +170,7 @@ def _is_vector(path: PathLike) -> bool:
 def _pixel_pass(grid: gdal.Dataset, pred_of, truth_layer, valid_of, tile: int) -> dict:
     """Global and per-tile pixel metrics, strip by strip (strips are whole tile rows)."""
     W, H = grid.RasterXSize, grid.RasterYSize
-    rows = max(tile, rio.strip_rows(W) // tile * tile)
+    rows = max(tile, gdalio.strip_rows(W) // tile * tile)
     totals, tiles = np.zeros(3, np.int64), []
     for y0 in range(0, H, rows):
         h = min(rows, H - y0)
@@ -184,28 +184,28 @@ def _pixel_pass(grid: gdal.Dataset, pred_of, truth_layer, valid_of, tile: int) -
             "fn": int(totals[2]), **tile_mean(np.concatenate(tiles))}
 
 
-def _vector_prediction(pred: PathLike, raster: Optional[rio.RasterLike]) -> tuple:
+def _vector_prediction(pred: PathLike, raster: Optional[gdalio.RasterLike]) -> tuple:
     """(grid or None, polygons, pred_of, valid_of) for a footprints vector."""
-    grid = rio.open_raster(raster) if raster is not None else None
+    grid = gdalio.open_raster(raster) if raster is not None else None
     polys = read_polygons(pred, srs_of(grid) if grid else None, "prediction", "footprints")
     if grid is None:
         return None, polys, None, None
     mem = memory_layer(polys.geoms, polys.srs)  # (data source, layer): keep both alive
-    bands = rio.default_bands(grid)
-    rule = rio.valid_mask_band(grid, bands)
+    bands = gdalio.default_bands(grid)
+    rule = gdalio.valid_mask_band(grid, bands)
 
     def pred_of(y0: int, h: int) -> np.ndarray:
         return burn(mem[1], grid, 0, y0, grid.RasterXSize, h) > 0
 
     def valid_of(y0: int, h: int) -> np.ndarray:
-        return rio.read_validity(grid, bands, 0, y0, grid.RasterXSize, h, rule=rule)
+        return gdalio.read_validity(grid, bands, 0, y0, grid.RasterXSize, h, rule=rule)
 
     return grid, polys, pred_of, valid_of
 
 
 def _raster_prediction(pred: PathLike, threshold: float) -> tuple:
     """(grid, polygons, pred_of, valid_of) for a probability raster or a 0/1/255 mask."""
-    grid = rio.open_raster(pred)
+    grid = gdalio.open_raster(pred)
     band = grid.GetRasterBand(1)
     if band.DataType == gdal.GDT_Byte:
         low, high, unknown = 1, 1, UNKNOWN
@@ -227,7 +227,7 @@ def _raster_prediction(pred: PathLike, threshold: float) -> tuple:
     return grid, polys, pred_of, valid_of
 
 
-def evaluate(pred: PathLike, truth: PathLike, raster: Optional[rio.RasterLike] = None,
+def evaluate(pred: PathLike, truth: PathLike, raster: Optional[gdalio.RasterLike] = None,
              dropped: Optional[PathLike] = None, json_out: Optional[PathLike] = None,
              threshold: float = 0.5, tile: int = 256) -> dict:
     """Score a prediction (probability/mask GeoTIFF or footprints vector) against ``truth``.

@@ -25,21 +25,27 @@ from typing import Optional, Union
 import numpy as np
 from osgeo import gdal
 
-from . import raster as rio
-from .config import PredictOptions, TrainOptions
-from .errors import InputError
-from .events import CancelToken, ProgressCallback, ProgressEvent, emit
-from .geometry import burn, memory_layer, read_polygons
-from .io_utils import atomic_output
-from .labels import UNKNOWN, drop_buildings, rasterize_labels, read_mask, write_mask
-from .losses import LOSSES
-from .metrics import pixel_metrics
-from .modelfile import read_card
-from .predict import predict_raster
-from .train import finetune
+from ml_core.config import PredictOptions, TrainOptions
+from ml_core.errors import InputError
+from ml_core.evaluate.metrics import pixel_metrics
+from ml_core.events import CancelToken, ProgressCallback, ProgressEvent, emit
+from ml_core.infer.predict import predict_raster
+from ml_core.io import raster as gdalio
+from ml_core.io.atomic import atomic_output
+from ml_core.io.vector import burn, memory_layer, read_polygons
+from ml_core.labels.rasterize import (
+    UNKNOWN,
+    drop_buildings,
+    rasterize_labels,
+    read_mask,
+    write_mask,
+)
+from ml_core.learn.losses import LOSSES
+from ml_core.learn.modelfile import read_card
+from ml_core.learn.train import finetune
 
 PathLike = Union[str, os.PathLike]
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 COLLAPSED_DICE = 0.05
 
 
@@ -74,7 +80,7 @@ class ExperimentConfig:
 
 def _building_ids(raster: PathLike, vector: str) -> np.ndarray:
     """Per-pixel id (1..n) of each polygon of ``vector`` on the raster grid, 0 elsewhere."""
-    ds = rio.open_raster(raster)
+    ds = gdalio.open_raster(raster)
     polys = read_polygons(vector, ds.GetSpatialRef(), what="dropped buildings")
     _src, layer = memory_layer(polys.geoms, polys.srs)
     return burn(layer, ds, 0, 0, ds.RasterXSize, ds.RasterYSize, value=None, dtype=gdal.GDT_Int32)

@@ -6,8 +6,8 @@ from collections.abc import Mapping, Sequence
 
 from torch import Tensor, nn
 
-from .base import SegLoss
-from .functional import Prepared
+from ml_core.learn.losses.base import SegLoss
+from ml_core.learn.losses.functional import Prepared
 
 
 class CombinedLoss(SegLoss):

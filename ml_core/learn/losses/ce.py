@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from . import functional as LF
-from .base import ClassValues, SegLoss
+from ml_core.learn.losses import functional as LF
+from ml_core.learn.losses.base import ClassValues, SegLoss
 
 
 class CrossEntropyLoss(SegLoss):

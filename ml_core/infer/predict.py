@@ -5,7 +5,7 @@ size differs by more than 20 %), normalised with the raster's own band statistic
 bfe model is trained: each training raster by its own; the card's statistics on request), and
 the network's
 probability is resized back to the tile's raster window. Overlapping tiles are blended with
-:func:`ml_core.tiling.blend_weights` in a strip accumulator one tile high and one region wide;
+:func:`ml_core.infer.tiling.blend_weights` in a strip accumulator one tile high and one region wide;
 rows no later tile touches are written out at once, so memory is bounded by tile size x (batch +
 region width), never by raster height.
 
@@ -27,12 +27,13 @@ import torch
 import torch.nn.functional as F
 from osgeo import gdal
 
-from . import raster as rio
-from .config import THRESHOLD_KEY, PredictOptions
-from .device import select_device
-from .errors import InputError
-from .events import CancelToken, ProgressCallback, ProgressEvent, check_cancel, emit
-from .geometry import (
+from ml_core.config import THRESHOLD_KEY, PredictOptions
+from ml_core.errors import InputError
+from ml_core.events import CancelToken, ProgressCallback, ProgressEvent, check_cancel, emit
+from ml_core.infer.tiling import Window, blend_weights, tile_windows
+from ml_core.io import raster as gdalio
+from ml_core.io.atomic import atomic_output, check_writable
+from ml_core.io.vector import (
     BoxIndex,
     PolygonSet,
     burn,
@@ -44,9 +45,8 @@ from .geometry import (
     transform,
     window_envelope,
 )
-from .io_utils import atomic_output, check_writable
-from .modelfile import LoadedModel, check_bands, load_model
-from .tiling import Window, blend_weights, tile_windows
+from ml_core.learn.device import select_device
+from ml_core.learn.modelfile import LoadedModel, check_bands, load_model
 
 gdal.UseExceptions()
 
@@ -103,7 +103,7 @@ def prediction_region(ds: gdal.Dataset, extent: Optional[Sequence] = None, aoi=N
         region = Window(*pixel_window(ds, env))
     if region.w == 0 or region.h == 0:
         raise InputError(f"The requested extent/area of interest does not overlap raster "
-                         f"{rio.raster_name(ds)}. Choose an area inside the raster.")
+                         f"{gdalio.raster_name(ds)}. Choose an area inside the raster.")
     return region, polys
 
 
@@ -160,7 +160,7 @@ def _resolve_model(model, device: torch.device) -> LoadedModel:
     return loaded
 
 
-def predict_raster(raster: rio.RasterLike, model: Union[LoadedModel, PathLike],
+def predict_raster(raster: gdalio.RasterLike, model: Union[LoadedModel, PathLike],
                    out_path: PathLike, options: Optional[PredictOptions] = None,
                    bands: Optional[Sequence[int]] = None, extent: Optional[Sequence] = None,
                    aoi: Optional[PathLike] = None, progress: Optional[ProgressCallback] = None,
@@ -170,20 +170,20 @@ def predict_raster(raster: rio.RasterLike, model: Union[LoadedModel, PathLike],
     ``bands`` overrides the card's band list (same length). See the module docstring.
     """
     options = options or PredictOptions()
-    ds = rio.open_raster(raster)
-    name = rio.raster_name(ds)
+    ds = gdalio.open_raster(raster)
+    name = gdalio.raster_name(ds)
     check_writable(out_path)
     device = select_device(options.device)
     loaded = _resolve_model(model, device)
     card = loaded.card
     check_bands(card, ds.RasterCount, name)
-    bands = rio.check_band_list(ds, bands or card.bands)
+    bands = gdalio.check_band_list(ds, bands or card.bands)
     if len(bands) != len(card.bands):
         raise InputError(f"The model takes {len(card.bands)} band(s) but {len(bands)} were "
                          f"chosen for {name}. Choose exactly {len(card.bands)} bands.")
     region, aoi_polys = prediction_region(ds, extent, aoi)
     aoi_src = memory_layer(aoi_polys.geoms, aoi_polys.srs) if aoi_polys else (None, None)
-    scale = rio.gsd_scale(ds, card.gsd_m)
+    scale = gdalio.gsd_scale(ds, card.gsd_m)
     multiple = getattr(loaded.net, "multiple", 1)
     net_tile = math.ceil(options.tile_size / multiple) * multiple
     tile = max(1, round(net_tile / scale))
@@ -191,13 +191,13 @@ def predict_raster(raster: rio.RasterLike, model: Union[LoadedModel, PathLike],
     windows = tile_windows(ds.RasterXSize, ds.RasterYSize, tile, overlap, region)
     if aoi_polys is not None:
         windows = windows_in_aoi(ds, windows, aoi_polys)
-    rule = rio.valid_mask_band(ds, bands)
-    stats = rio.band_statistics(ds, bands) if options.normalize == "raster" else (card.mean,
+    rule = gdalio.valid_mask_band(ds, bands)
+    stats = gdalio.band_statistics(ds, bands) if options.normalize == "raster" else (card.mean,
                                                                                   card.std)
     mean, std = (torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1) for v in stats)
     out_size = None if scale == 1 else (net_tile, net_tile)
     with atomic_output(out_path) as tmp:
-        out = rio.create_like(ds, tmp, region.x, region.y, region.w, region.h,
+        out = gdalio.create_like(ds, tmp, region.x, region.y, region.w, region.h,
                               gdal.GDT_Float32, nodata=NODATA)
         out.SetMetadataItem(THRESHOLD_KEY, repr(card.threshold))
         blender = StripBlender(out.GetRasterBand(1), ds, region, tile,
@@ -206,7 +206,7 @@ def predict_raster(raster: rio.RasterLike, model: Union[LoadedModel, PathLike],
             check_cancel(cancel)
             batch = []
             for win in windows[start:start + options.batch_size]:
-                img, valid = rio.read_window(ds, bands, *win, out_size=out_size, rule=rule)
+                img, valid = gdalio.read_window(ds, bands, *win, out_size=out_size, rule=rule)
                 if valid.any():
                     batch.append((win, img, valid))
             if batch:

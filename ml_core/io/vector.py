@@ -14,8 +14,8 @@ from typing import Optional, Union
 import numpy as np
 from osgeo import gdal, ogr, osr
 
-from .errors import InputError, OutputError
-from .events import ProgressCallback, ProgressEvent, emit
+from ml_core.errors import InputError, OutputError
+from ml_core.events import ProgressCallback, ProgressEvent, emit
 
 gdal.UseExceptions()
 ogr.UseExceptions()

@@ -22,9 +22,14 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from . import raster as rio
-from .config import RasterizeOptions, TrainOptions
-from .dataset import (
+from ml_core.config import RasterizeOptions, TrainOptions
+from ml_core.errors import InputError
+from ml_core.evaluate.metrics import f_beta, pixel_counts, pixel_metrics_from_counts
+from ml_core.events import CancelToken, ProgressCallback, ProgressEvent, check_cancel, emit
+from ml_core.io import raster as gdalio
+from ml_core.io.atomic import check_writable
+from ml_core.labels.rasterize import rasterize_labels
+from ml_core.learn.dataset import (
     UNKNOWN,
     CropSampler,
     Split,
@@ -33,18 +38,13 @@ from .dataset import (
     split_blocks,
     val_crops,
 )
-from .device import amp_dtype, describe_device, select_device
-from .errors import InputError
-from .events import CancelToken, ProgressCallback, ProgressEvent, check_cancel, emit
-from .io_utils import check_writable
-from .labels import rasterize_labels
-from .losses import LOSSES, get_loss
-from .metrics import f_beta, pixel_counts, pixel_metrics_from_counts
-from .model import UNet
-from .modelfile import ModelCard, load_model, save_model
+from ml_core.learn.device import amp_dtype, describe_device, select_device
+from ml_core.learn.losses import LOSSES, get_loss
+from ml_core.learn.model import UNet
+from ml_core.learn.modelfile import ModelCard, load_model, save_model
 
 PathLike = Union[str, os.PathLike]
-DEFAULT_BASE = Path(__file__).parent / "models" / "base_unet.safetensors"
+DEFAULT_BASE = Path(__file__).resolve().parents[1] / "models" / "base_unet.safetensors"
 THRESHOLDS = tuple(np.round(np.arange(0.3, 0.71, 0.05), 2))
 
 
@@ -354,16 +354,16 @@ def finetune(raster: PathLike, labels: Union[PathLike, Sequence[PathLike], None]
     polygons ``labels`` (rasterised here with ``rasterize``) or a ready label ``mask``
     (0/1/255, same grid)."""
     options = options or TrainOptions()
-    ds = rio.open_raster(raster)
+    ds = gdalio.open_raster(raster)
     start = load_model(base) if base is not None else None
-    bands = list(bands or (start.card.bands if start else rio.default_bands(ds)))
+    bands = list(bands or (start.card.bands if start else gdalio.default_bands(ds)))
     if start is not None and len(bands) != len(start.card.bands):
         raise InputError(f"The base model {base} expects {len(start.card.bands)} bands but "
                          f"{len(bands)} were chosen. Choose {len(start.card.bands)} bands or "
                          "train from scratch (no base model).")
-    rio.check_band_list(ds, bands)
-    gsd = options.gsd_m or (start.card.gsd_m if start else rio.pixel_size_m(ds))
-    mean, std = rio.band_statistics(ds, bands)
+    gdalio.check_band_list(ds, bands)
+    gsd = options.gsd_m or (start.card.gsd_m if start else gdalio.pixel_size_m(ds))
+    mean, std = gdalio.band_statistics(ds, bands)
     ds = None  # not held open for the whole training
     with tempfile.TemporaryDirectory(prefix="bfe_train_") as tmp:
         label_mask = mask

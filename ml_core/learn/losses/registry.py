@@ -5,12 +5,12 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from .base import SegLoss
-from .boundary import BoundaryLoss
-from .ce import CrossEntropyLoss, LogitAdjustedCELoss
-from .combined import CombinedLoss
-from .dice import DiceLoss, NoiseRobustDiceLoss
-from .ell import ExpLogLoss
+from ml_core.learn.losses.base import SegLoss
+from ml_core.learn.losses.boundary import BoundaryLoss
+from ml_core.learn.losses.ce import CrossEntropyLoss, LogitAdjustedCELoss
+from ml_core.learn.losses.combined import CombinedLoss
+from ml_core.learn.losses.dice import DiceLoss, NoiseRobustDiceLoss
+from ml_core.learn.losses.ell import ExpLogLoss
 
 _WDICE = (DiceLoss, {"class_weights": (0.1, 0.9)})
 

@@ -20,10 +20,11 @@ from typing import Optional, Union
 import numpy as np
 from osgeo import gdal, ogr, osr
 
-from .config import RasterizeOptions, TrainOptions
-from .errors import InputError
-from .events import CancelToken, ProgressCallback, ProgressEvent, emit
-from .geometry import (
+from ml_core.config import RasterizeOptions, TrainOptions
+from ml_core.errors import InputError
+from ml_core.events import CancelToken, ProgressCallback, ProgressEvent, emit
+from ml_core.io.atomic import atomic_output, check_writable
+from ml_core.io.vector import (
     BoxIndex,
     PolygonSet,
     as_list,
@@ -36,8 +37,7 @@ from .geometry import (
     srs_of,
     transform,
 )
-from .io_utils import atomic_output, check_writable
-from .labels import rasterize_labels
+from ml_core.labels.rasterize import rasterize_labels
 
 gdal.UseExceptions()
 ogr.UseExceptions()
@@ -74,7 +74,7 @@ class RoundResult:
     """One finished review round: its labels, the training result and the log entry."""
 
     labels: RoundLabels
-    train: object  # ml_core.train.TrainResult (not imported here: it pulls in torch)
+    train: object  # ml_core.learn.train.TrainResult (not imported here: it pulls in torch)
     log_entry: dict
 
 
@@ -234,8 +234,8 @@ def run_round(raster: PathLike, buildings, new_buildings: PathLike, current_mode
     retrained model beats the one the reviewer worked with; if not, the round keeps it (and the
     answers still count: the next extraction carries them over, ``carry_decisions``).
     """
-    from .modelfile import read_card  # torch: imported only when a round really runs
-    from .train import finetune
+    from ml_core.learn.modelfile import read_card  # torch: imported only when a round really runs
+    from ml_core.learn.train import finetune
 
     out_model = Path(out_model).with_suffix(".safetensors")
     check_writable(out_model)

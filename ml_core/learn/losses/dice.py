@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
-from . import functional as LF
-from .base import SegLoss, class_vector
+from ml_core.learn.losses import functional as LF
+from ml_core.learn.losses.base import SegLoss, class_vector
 
 
 class DiceLoss(SegLoss):

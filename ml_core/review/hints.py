@@ -19,11 +19,12 @@ from typing import Optional, Union
 
 from osgeo import ogr
 
-from . import raster as rio
-from .config import ExtractOptions
-from .events import CancelToken, check_cancel
-from .extract import binary_polygons, zonal_mean
-from .geometry import (
+from ml_core.config import ExtractOptions
+from ml_core.events import CancelToken, check_cancel
+from ml_core.infer.extract import binary_polygons, zonal_mean
+from ml_core.io import raster as gdalio
+from ml_core.io.atomic import atomic_output, check_writable
+from ml_core.io.vector import (
     AreaMeter,
     as_list,
     create_gpkg,
@@ -34,7 +35,6 @@ from .geometry import (
     srs_of,
     transform,
 )
-from .io_utils import atomic_output, check_writable
 
 UNSURE, OSM_LOW, MISSING = "unsure", "osm_low_score", "missing_in_osm"
 REASONS = (UNSURE, OSM_LOW, MISSING)
@@ -73,7 +73,7 @@ def _missing(ds, new_buildings: PathLike, new_high: float) -> list:
     return out
 
 
-def hints(prob_path: rio.RasterLike, buildings, out_path: PathLike,
+def hints(prob_path: gdalio.RasterLike, buildings, out_path: PathLike,
           new_buildings: Optional[PathLike] = None, band: float = 0.15,
           min_area: float = ExtractOptions.min_area, osm_low: float = 0.2,
           new_high: float = 0.8, cancel: Optional[CancelToken] = None) -> Path:
@@ -82,7 +82,7 @@ def hints(prob_path: rio.RasterLike, buildings, out_path: PathLike,
     ``buildings``: the OSM building path(s); ``new_buildings``: the extraction's
     ``new_buildings`` layer (no ``missing_in_osm`` hints without it).
     """
-    ds = rio.open_raster(prob_path)
+    ds = gdalio.open_raster(prob_path)
     check_writable(out_path)
     found = _unsure(ds, band, min_area, cancel) + _osm_low(ds, buildings, osm_low, cancel)
     if new_buildings is not None:
