@@ -8,6 +8,7 @@ user-writable folder inside the QGIS profile, which is added to ``sys.path``.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import platform
@@ -26,6 +27,10 @@ VENDOR_DIR = PLUGIN_DIR / "_vendor"
 CHECKOUT = PLUGIN_DIR.parent
 PIP_PACKAGES = ("torch==2.13.0", "safetensors==0.8.0")
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+
+
+class PythonNotFound(RuntimeError):
+    """No interpreter of the version QGIS runs was found; the message says where bfe looked."""
 
 
 @dataclass
@@ -71,15 +76,53 @@ def module_available(name: str) -> bool:
         return False
 
 
+def _version_of(executable: Path) -> Optional[tuple[int, int]]:
+    """(major, minor) that ``executable`` reports when run, or None if it does not run."""
+    try:
+        result = subprocess.run(  # nosec B603 (an argument list, no shell)
+            [str(executable), "-c", "import sys; print(*sys.version_info[:2])"],
+            capture_output=True, text=True, timeout=20, check=False)
+        major, minor = (int(v) for v in result.stdout.split())
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return None
+    return (major, minor) if result.returncode == 0 else None
+
+
+def python_candidates() -> list[Path]:
+    """Where QGIS's own interpreter can be, most likely first: ``sys.executable`` (when it is a
+    Python, not QGIS itself), then the ``sys.exec_prefix`` and ``sys.prefix`` installations,
+    then ``pythonX.Y`` / ``python3`` on PATH (e.g. a pyenv or conda shim: checked like the rest)."""
+    major, minor = sys.version_info[:2]
+    names = [f"python{major}.{minor}", f"python{major}", "python"]
+    found = [Path(sys.executable)] if Path(sys.executable).name.lower().startswith("python") else []
+    for prefix in dict.fromkeys((sys.exec_prefix, sys.prefix)):
+        if platform.system() == "Windows":
+            found += [Path(prefix) / "python.exe", Path(prefix) / f"python{major}.exe"]
+        else:
+            found += [Path(prefix) / "bin" / name for name in names]
+    found += [Path(exe) for exe in map(shutil.which, names[:2]) if exe]
+    return [p for p in dict.fromkeys(found) if p.is_file()]
+
+
+@functools.lru_cache(maxsize=1)
 def python_executable() -> str:
-    """The Python interpreter of this QGIS (inside QGIS ``sys.executable`` may be QGIS itself)."""
-    exe = Path(sys.executable)
-    if exe.name.lower().startswith("python"):
-        return str(exe)
-    if platform.system() == "Windows":
-        return str(Path(sys.exec_prefix) / "python.exe")
-    candidate = Path(sys.exec_prefix) / "bin" / "python3"
-    return str(candidate) if candidate.exists() else (shutil.which("python3") or "python3")
+    """QGIS's own Python interpreter: the first candidate that reports the running version.
+
+    Raises :class:`PythonNotFound` naming the places looked at when none does: pip run by
+    another Python (e.g. the first ``python3`` on PATH) installs wheels QGIS cannot import.
+    """
+    wanted = tuple(sys.version_info[:2])
+    candidates = python_candidates()
+    for candidate in candidates:
+        if _version_of(candidate) == wanted:
+            return str(candidate)
+    looked = ", ".join(str(c) for c in candidates) or "none found"
+    raise PythonNotFound(
+        f"bfe found no Python {wanted[0]}.{wanted[1]} interpreter, the version QGIS runs (looked "
+        f"at: {looked}). Run 'PYTHON -m pip install --user {' '.join(PIP_PACKAGES)}' in a "
+        f"terminal, with PYTHON the Python {wanted[0]}.{wanted[1]} that QGIS uses (Linux: "
+        f"/usr/bin/python{wanted[0]}.{wanted[1]}; Windows: 'python' in the OSGeo4W Shell; "
+        "macOS: the python3 inside QGIS.app).")
 
 
 def pip_args(target: Path | None = None, packages: Sequence[str] = PIP_PACKAGES,
@@ -101,7 +144,10 @@ def pip_command(target: Path | None = None) -> str:
 
 def _fix_command(module: str) -> Missing:
     if module in ("torch", "safetensors"):
-        return Missing(module, pip_command(user_site_dir()), installable=True)
+        try:
+            return Missing(module, pip_command(user_site_dir()), installable=True)
+        except PythonNotFound as exc:
+            return Missing(module, str(exc), installable=False)
     if module == "osgeo":
         fix = ("sudo apt install python3-gdal" if platform.system() == "Linux"
                else "reinstall QGIS with its GDAL Python bindings (OSGeo4W: python3-gdal)")
