@@ -9,6 +9,7 @@ from osgeo import gdal, ogr, osr
 
 from ml_core.config import RasterizeOptions
 from ml_core.errors import InputError, OutputError
+from ml_core.labels.classes import CONTACT, EDGE, INTERIOR, is_building, to_binary
 from ml_core.labels.rasterize import (
     UNKNOWN,
     drop_buildings,
@@ -17,6 +18,7 @@ from ml_core.labels.rasterize import (
     read_mask,
 )
 
+BINARY = RasterizeOptions(instance=False)
 BOWTIE = "POLYGON((3627874 39105,3627884 39095,3627884 39105,3627874 39095,3627874 39105))"
 WITH_HOLE = ("POLYGON((3627856 39133,3627870 39133,3627870 39119,3627856 39119,3627856 39133),"
              "(3627860 39129,3627866 39129,3627866 39123,3627860 39123,3627860 39129))")
@@ -36,7 +38,7 @@ def _direct(raster, vector) -> np.ndarray:
 def test_matches_direct_gdal_rasterize(make_raster, make_vector, tmp_path):
     raster = make_raster()
     vector = make_vector(wkts=[WITH_HOLE, MULTI, pixel_box(40, 40, 60, 70)])
-    out = rasterize_labels(raster, vector, tmp_path / "m.tif")
+    out = rasterize_labels(raster, vector, tmp_path / "m.tif", BINARY)
     mask = read_mask(out)
     np.testing.assert_array_equal(mask, _direct(raster, vector))
     assert mask[10, 8] == 0 and mask[3, 3] == 1  # the hole stays background
@@ -44,7 +46,7 @@ def test_matches_direct_gdal_rasterize(make_raster, make_vector, tmp_path):
 
 def test_invalid_geometry_is_made_valid(make_raster, make_vector, tmp_path):
     vector = make_vector(wkts=[BOWTIE])
-    mask = read_mask(rasterize_labels(make_raster(), vector, tmp_path / "m.tif"))
+    mask = read_mask(rasterize_labels(make_raster(), vector, tmp_path / "m.tif", BINARY))
     assert 40 < mask.sum() < 60  # both triangles of the bow-tie, 50 px
 
 
@@ -57,9 +59,10 @@ def test_reprojected_vector_gives_same_mask(make_raster, make_vector, tmp_path):
         g.Transform(to4326)
         geo.append(g.ExportToWkt())
     raster = make_raster()
-    a = read_mask(rasterize_labels(raster, make_vector("a.gpkg", wkts), tmp_path / "a.tif"))
+    a = read_mask(rasterize_labels(raster, make_vector("a.gpkg", wkts), tmp_path / "a.tif",
+                                   BINARY))
     b_vec = make_vector("b.gpkg", geo, epsg=4326)
-    b = read_mask(rasterize_labels(raster, b_vec, tmp_path / "b.tif"))
+    b = read_mask(rasterize_labels(raster, b_vec, tmp_path / "b.tif", BINARY))
     np.testing.assert_array_equal(a, b)
     assert a.sum() == 17 * 14 + 11 * 20
 
@@ -81,11 +84,26 @@ def test_unknown_margin_mask_complete_area_and_background(make_raster, make_vect
     out = rasterize_labels(raster, vector, tmp_path / "m.tif", RasterizeOptions(unknown_margin=2),
                            complete_area=complete, background=rejected)
     mask = read_mask(out)
-    assert (mask[10:20, 10:20] == 1).all()
-    assert (mask[8:10, 8:22] == UNKNOWN).all() and mask[7, 15] == 0  # 2-px margin
-    assert (mask[0:5, 40:60] == UNKNOWN).all()  # outside the complete area
-    assert (mask[40:45, 40:50] == 0).all() and (mask[45:50, 40:50] == 1).all()  # rejected -> 0
+    assert is_building(mask[10:20, 10:20]).all()
+    assert (mask[38:40, 38:52] == UNKNOWN).all() and mask[37, 45] == 0  # 2-px margin
+    assert (mask[8:10, 8:22] == 0).all()  # inside the complete area the margin is background
+    assert (mask[0:5, 40:60] == 0).all()  # outside it, background stays background
+    assert (mask[40:45, 40:50] == 0).all() and is_building(mask[45:50, 40:50]).all()  # rejected
     assert (mask[:, 60:] == UNKNOWN).all()  # masked imagery
+
+
+def test_instance_classes_edge_and_contact_in_metres(make_raster, make_vector, tmp_path):
+    # Two 10 x 10 px buildings (1 m pixels) one pixel apart; edge ring 1 m, contact gap < 2 m.
+    vector = make_vector(wkts=[pixel_box(10, 10, 20, 20), pixel_box(21, 10, 31, 20)])
+    mask = read_mask(rasterize_labels(make_raster(), vector, tmp_path / "m.tif",
+                                      RasterizeOptions(edge_m=1.0, contact_m=2.0)))
+    for x0 in (10, 21):
+        box = mask[10:20, x0:x0 + 10]
+        assert (box[1:-1, 1:-1] == INTERIOR).all() and (box == EDGE).sum() == 36
+    # the gap column, plus one pixel above and below it that sees both buildings diagonally
+    assert (mask[9:21, 20] == CONTACT).all() and (mask == CONTACT).sum() == 12
+    np.testing.assert_array_equal(to_binary(mask), read_mask(rasterize_labels(
+        make_raster(), vector, tmp_path / "b.tif", BINARY)))
 
 
 def test_mixed_layer_skips_and_reports(make_raster, make_vector, tmp_path):

@@ -46,7 +46,7 @@ def tiny(sample_mask):
     """The shipped sample at 0.8 m (about 250 x 250 px) with its card."""
     ds = gdalio.open_raster(SAMPLE)
     mean, std = gdalio.band_statistics(ds, [1, 2, 3])
-    regions = load_regions(SAMPLE, sample_mask, [1, 2, 3], TINY.gsd_m, mean, std)
+    regions = load_regions(SAMPLE, sample_mask, [1, 2, 3], TINY.gsd_m, mean, std, num_classes=2)
     net = UNet(3, 2, TINY.width, TINY.depth)
     card = ModelCard(architecture=net.architecture(), bands=[1, 2, 3], mean=mean, std=std,
                      gsd_m=TINY.gsd_m, loss=TINY.loss)

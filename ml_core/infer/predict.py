@@ -27,9 +27,10 @@ import torch
 import torch.nn.functional as F
 from osgeo import gdal
 
-from ml_core.config import THRESHOLD_KEY, PredictOptions
+from ml_core.config import PredictOptions
 from ml_core.errors import InputError
 from ml_core.events import CancelToken, ProgressCallback, ProgressEvent, check_cancel, emit
+from ml_core.infer.thresholds import Thresholds
 from ml_core.infer.tiling import Window, blend_weights, tile_windows
 from ml_core.io import raster as gdalio
 from ml_core.io.atomic import atomic_output, check_writable
@@ -54,20 +55,35 @@ NODATA = -1.0
 PathLike = Union[str, os.PathLike]
 
 
-def network_probability(net: torch.nn.Module, x: torch.Tensor, tta: bool = False) -> torch.Tensor:
-    """Building probability ``[N, h, w]`` from logits ``[N, C, h, w]`` (softmax channel 1, or
-    sigmoid for one channel); ``tta`` averages over horizontal and vertical flips."""
-    def prob(t: torch.Tensor) -> torch.Tensor:
-        logits = net(t)
-        return (torch.softmax(logits, 1)[:, 1] if logits.shape[1] > 1
-                else torch.sigmoid(logits[:, 0]))
+def probability_bands(logits: torch.Tensor) -> torch.Tensor:
+    """What a probability raster holds, ``[N, B, h, w]``, from logits ``[N, C, h, w]``.
 
-    total = prob(x)
+    Band 1 is the building probability: softmax channel 1 for 2 classes, interior plus edge
+    for the 4 instance classes (``ml_core.labels.classes``), sigmoid for one channel. Instance
+    models add band 2, the interior probability, which seeds the separation of buildings.
+    """
+    if logits.shape[1] == 1:
+        return torch.sigmoid(logits)
+    probs = torch.softmax(logits, 1)
+    if logits.shape[1] == 2:
+        return probs[:, 1:2]
+    return torch.stack([probs[:, 1] + probs[:, 2], probs[:, 1]], 1)
+
+
+def network_probability(net: torch.nn.Module, x: torch.Tensor, tta: bool = False) -> torch.Tensor:
+    """:func:`probability_bands` of ``net`` on ``x``; ``tta`` averages over horizontal and
+    vertical flips."""
+    total = probability_bands(net(x))
     if not tta:
         return total
     for dims in ((3,), (2,), (2, 3)):
-        total = total + prob(x.flip(dims)).flip([d - 1 for d in dims])
+        total = total + probability_bands(net(x.flip(dims))).flip(dims)
     return total / 4
+
+
+def output_bands(num_classes: int) -> int:
+    """Bands of the probability raster of a network with ``num_classes`` outputs."""
+    return 2 if num_classes > 2 else 1
 
 
 def parse_extent(ds: gdal.Dataset, extent: Sequence) -> tuple:
@@ -111,17 +127,18 @@ class StripBlender:
     """Weighted accumulation of tile probabilities over a strip one tile high, written to ``band``
     as soon as later tiles can no longer touch its top rows."""
 
-    def __init__(self, band: gdal.Band, ds: gdal.Dataset, region: Window, tile: int,
+    def __init__(self, out: gdal.Dataset, ds: gdal.Dataset, region: Window, tile: int,
                  weights: np.ndarray, aoi_layer=None) -> None:
-        self.band, self.ds, self.region, self.tile = band, ds, region, tile
+        self.out, self.ds, self.region, self.tile = out, ds, region, tile
         self.weights, self.aoi = weights, aoi_layer
-        self.value = np.zeros((tile, region.w), np.float32)
+        self.value = np.zeros((out.RasterCount, tile, region.w), np.float32)
         self.weight = np.zeros((tile, region.w), np.float32)
         self.valid = np.zeros((tile, region.w), bool)
         self.y0 = region.y
 
     def add(self, win: Window, prob: np.ndarray, valid: np.ndarray) -> None:
-        """Blend one tile (``prob``/``valid`` are ``[tile, tile]`` on the raster grid)."""
+        """Blend one tile (``prob`` ``[B, tile, tile]``, ``valid`` ``[tile, tile]``, on the
+        raster grid)."""
         self.flush_until(win.y)
         r = self.region
         x0, x1 = max(win.x, r.x), min(win.x + win.w, r.x + r.w)
@@ -129,7 +146,7 @@ class StripBlender:
         src = (slice(0, rows), slice(x0 - win.x, x1 - win.x))
         dst = (slice(0, rows), slice(x0 - r.x, x1 - r.x))
         w = self.weights[src]
-        self.value[dst] += prob[src] * w
+        self.value[(slice(None), *dst)] += prob[(slice(None), *src)] * w
         self.weight[dst] += w
         self.valid[dst] |= valid[src]
 
@@ -139,15 +156,16 @@ class StripBlender:
         while self.y0 < y:
             n = min(y - self.y0, self.tile)
             ok = self.valid[:n] & (self.weight[:n] > 0)
-            out = np.full((n, self.region.w), NODATA, np.float32)
-            np.divide(self.value[:n], self.weight[:n], out=out, where=ok)
             if self.aoi is not None:
                 inside = burn(self.aoi, self.ds, self.region.x, self.y0, self.region.w, n)
-                out[inside == 0] = NODATA
-            self.band.WriteArray(out, 0, self.y0 - self.region.y)
+                ok &= inside > 0
+            for b in range(self.value.shape[0]):
+                out = np.full((n, self.region.w), NODATA, np.float32)
+                np.divide(self.value[b, :n], self.weight[:n], out=out, where=ok)
+                self.out.GetRasterBand(b + 1).WriteArray(out, 0, self.y0 - self.region.y)
             for buf in (self.value, self.weight, self.valid):
-                buf[:-n] = buf[n:].copy()
-                buf[-n:] = 0
+                buf[..., :-n, :] = buf[..., n:, :].copy()
+                buf[..., -n:, :] = 0
             self.y0 += n
 
     def finish(self) -> None:
@@ -198,9 +216,10 @@ def predict_raster(raster: gdalio.RasterLike, model: Union[LoadedModel, PathLike
     out_size = None if scale == 1 else (net_tile, net_tile)
     with atomic_output(out_path) as tmp:
         out = gdalio.create_like(ds, tmp, region.x, region.y, region.w, region.h,
-                              gdal.GDT_Float32, nodata=NODATA)
-        out.SetMetadataItem(THRESHOLD_KEY, repr(card.threshold))
-        blender = StripBlender(out.GetRasterBand(1), ds, region, tile,
+                                 gdal.GDT_Float32, nodata=NODATA,
+                                 bands=output_bands(getattr(loaded.net, "num_classes", 2)))
+        Thresholds.of_card(card).write(out)
+        blender = StripBlender(out, ds, region, tile,
                                blend_weights(tile, overlap), aoi_src[1])
         for start in range(0, len(windows), options.batch_size):
             check_cancel(cancel)
@@ -225,11 +244,11 @@ def _predict_batch(net, batch, mean, std, device, tile, tta, blender: StripBlend
     imgs = torch.from_numpy(np.stack([b[1] for b in batch]))
     valid = torch.from_numpy(np.stack([b[2] for b in batch]))[:, None]
     x = torch.where(valid, (imgs - mean) / std, torch.zeros(()))
-    prob = network_probability(net, x.to(device), tta).float()[:, None]
+    prob = network_probability(net, x.to(device), tta).float()
     if prob.shape[-1] != tile:
         prob = F.interpolate(prob, size=(tile, tile), mode="bilinear", align_corners=False)
         valid = F.interpolate(valid.float(), size=(tile, tile), mode="nearest") > 0
-    prob = prob[:, 0].cpu().numpy()
+    prob = prob.cpu().numpy()
     valid = valid[:, 0].numpy()
     for (win, _, _), p, v in zip(batch, prob, valid):
         blender.add(win, p, v)

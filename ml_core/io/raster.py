@@ -237,12 +237,14 @@ def pixel_size_m(ds: gdal.Dataset) -> float:
 
 
 def create_like(ds: gdal.Dataset, path: PathLike, xoff: int, yoff: int, xsize: int, ysize: int,
-                dtype: int, nodata: Optional[float] = None) -> gdal.Dataset:
-    """Create a tiled, DEFLATE-compressed single-band GeoTIFF on a window of ``ds``'s grid."""
+                dtype: int, nodata: Optional[float] = None, bands: int = 1) -> gdal.Dataset:
+    """Create a tiled, DEFLATE-compressed GeoTIFF of ``bands`` bands on a window of ``ds``'s
+    grid."""
     opts = ["TILED=YES", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER", "BLOCKXSIZE=256",
             "BLOCKYSIZE=256", "SPARSE_OK=TRUE"]
     try:
-        out = gdal.GetDriverByName("GTiff").Create(str(path), xsize, ysize, 1, dtype, options=opts)
+        out = gdal.GetDriverByName("GTiff").Create(str(path), xsize, ysize, bands, dtype,
+                                                   options=opts)
     except RuntimeError as exc:
         raise OutputError(f"Cannot write {path}: {exc}. Choose another output path.") from exc
     gt = list(ds.GetGeoTransform())
@@ -250,7 +252,8 @@ def create_like(ds: gdal.Dataset, path: PathLike, xoff: int, yoff: int, xsize: i
     out.SetGeoTransform(gt)
     out.SetProjection(ds.GetProjection())
     if nodata is not None:
-        out.GetRasterBand(1).SetNoDataValue(nodata)
+        for i in range(1, bands + 1):
+            out.GetRasterBand(i).SetNoDataValue(nodata)
     return out
 
 

@@ -1,8 +1,11 @@
 """Building polygons -> partial training mask on a raster's grid, and simulated missing labels.
 
-Mask values: 1 building, 0 background, 255 unknown (:data:`UNKNOWN`). Unknown covers masked or
-nodata imagery, an optional margin around footprints, and, when a complete-area layer is given,
-background outside it. Rejected proposals (``background``) are burned as 0 last, before imagery
+Mask values (``ml_core.labels.classes``): 0 background, 1 building interior, 2 building edge,
+3 contact (background between two close buildings), 255 unknown; with ``instance=False`` only
+0, 1 and 255. Unknown covers masked or
+nodata imagery and an optional margin around footprints. A complete area only adds certainty:
+inside it the margin is background too; outside it the mask is what it would be without it.
+Rejected proposals (``background``) are burned as 0 last, before imagery
 validity. The mask is written in row strips, so memory is bounded by raster width.
 """
 
@@ -15,6 +18,7 @@ from typing import Optional, Union
 
 import numpy as np
 from osgeo import gdal, ogr
+from scipy import ndimage
 
 from ml_core.config import RasterizeOptions
 from ml_core.errors import InputError
@@ -31,26 +35,25 @@ from ml_core.io.vector import (
     read_polygons,
     srs_of,
 )
+from ml_core.labels.classes import UNKNOWN, instance_classes, is_building, radius_px
 
 gdal.UseExceptions()
 ogr.UseExceptions()
 
-UNKNOWN = 255
 PathLike = Union[str, os.PathLike]
 
 
-def max_filter(mask: np.ndarray, radius: int) -> np.ndarray:
-    """Square max filter (dilation) of a 2-D array, separable and vectorised."""
-    if radius <= 0:
-        return mask
-    k = 2 * radius + 1
-    out = mask
-    for axis in (0, 1):
-        pad = [(0, 0), (0, 0)]
-        pad[axis] = (radius, radius)
-        padded = np.pad(out, pad)
-        out = np.lib.stride_tricks.sliding_window_view(padded, k, axis=axis).max(axis=-1)
-    return out
+def _building_ids(layers: list, ds: gdal.Dataset, y0: int, width: int, height: int,
+                  all_touched: bool) -> np.ndarray:
+    """One id per building (0 none) on a window of rows, unique across several layers."""
+    ids = np.zeros((height, width), np.int32)
+    offset = 0
+    for _, layer, polys in layers:
+        burned = burn(layer, ds, 0, y0, width, height, value=None, all_touched=all_touched,
+                      dtype=gdal.GDT_Int32)
+        ids = np.where(burned > 0, burned + offset, ids)
+        offset += len(polys.geoms)
+    return ids
 
 
 def _polygon_layers(paths, ds: gdal.Dataset, what: str, progress) -> list:
@@ -69,7 +72,8 @@ def rasterize_labels(raster: gdalio.RasterLike, buildings, out_path: PathLike,
     """Write a uint8 label mask on ``raster``'s exact grid; see the module docstring.
 
     ``buildings``: a path or list of paths (reprojected on the fly); ``complete_area``: polygons
-    where labels are complete; ``background``: polygons forced to 0 (rejected proposals).
+    where labels are complete (unlabelled = background); ``background``: polygons forced to 0
+    (rejected proposals).
     """
     options = options or RasterizeOptions()
     ds = gdalio.open_raster(raster)
@@ -82,6 +86,10 @@ def rasterize_labels(raster: gdalio.RasterLike, buildings, out_path: PathLike,
     bands = gdalio.default_bands(ds)
     rule = gdalio.valid_mask_band(ds, bands)
     W, H, m = ds.RasterXSize, ds.RasterYSize, max(0, options.unknown_margin)
+    px_m = gdalio.pixel_size_m(ds)
+    edge = radius_px(options.edge_m, px_m) if options.instance else 0
+    contact = radius_px(options.contact_m / 2, px_m) if options.instance else 0  # half-gap
+    pad = max(m, edge, contact)  # rows read beyond the strip so rings are whole at its seams
     rows = gdalio.strip_rows(W)
     with atomic_output(out_path) as tmp:
         out = gdalio.create_like(ds, tmp, 0, 0, W, H, gdal.GDT_Byte)
@@ -89,17 +97,16 @@ def rasterize_labels(raster: gdalio.RasterLike, buildings, out_path: PathLike,
         for y0 in range(0, H, rows):
             check_cancel(cancel)
             h = min(rows, H - y0)
-            mask = np.zeros((h + 2 * m, W), np.uint8)
-            for _, layer, _ in layers:
-                mask |= burn(layer, ds, 0, y0 - m, W, h + 2 * m, all_touched=options.all_touched)
-            ring = (max_filter(mask, m) > 0) & (mask == 0)
+            ids = _building_ids(layers, ds, y0 - pad, W, h + 2 * pad, options.all_touched)
+            mask = instance_classes(ids, edge, contact)
+            ring = (ndimage.maximum_filter(ids > 0, 2 * m + 1) if m else False) & (mask == 0)
             mask[ring] = UNKNOWN
-            mask = mask[m:m + h]
+            mask = mask[pad:pad + h]
             if complete:
                 inside = np.zeros((h, W), bool)
                 for _, layer, _ in complete:
                     inside |= burn(layer, ds, 0, y0, W, h) > 0
-                mask[(mask == 0) & ~inside] = UNKNOWN
+                mask[(mask == UNKNOWN) & inside] = 0  # unlabelled inside: background
             for _, layer, _ in rejected:
                 mask[burn(layer, ds, 0, y0, W, h) > 0] = 0
             mask[~gdalio.read_validity(ds, bands, 0, y0, W, h, rule=rule)] = UNKNOWN
@@ -205,7 +212,7 @@ def drop_mask_components(mask: np.ndarray, fraction: float, seed: int) -> tuple[
     Returns (partial mask, boolean array of dropped pixels), for datasets that come as masks.
     """
     _check_fraction(fraction)
-    labels, n = component_labels(mask == 1)
+    labels, n = component_labels(is_building(mask))
     chosen = np.random.default_rng(seed).permutation(n)[:round(fraction * n)] + 1
     dropped = np.isin(labels, chosen)
     partial = mask.copy()

@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional, Union
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from osgeo import gdal
+from scipy import ndimage
 
 from ml_core.errors import InputError
 from ml_core.events import CancelToken, check_cancel
 from ml_core.io import raster as gdalio
-from ml_core.labels.rasterize import UNKNOWN
+from ml_core.labels.classes import UNKNOWN, for_classes, is_building
 
 PathLike = Union[str, os.PathLike]
 
@@ -33,6 +36,7 @@ class Region:
     image: np.ndarray
     mask: np.ndarray
     name: str = ""
+    gsd_m: float = 0.0  # pixel size the region was read at (0: not known)
 
 
 @dataclass
@@ -55,10 +59,11 @@ def _read_mask(ds: gdal.Dataset, xoff: int, yoff: int, xsize: int, ysize: int,
 
 def load_regions(raster: PathLike, mask_path: PathLike, bands: Sequence[int], gsd_m: float,
                  mean: Sequence[float], std: Sequence[float], window_m: float = 300.0,
-                 cancel: Optional[CancelToken] = None) -> list[Region]:
+                 cancel: Optional[CancelToken] = None, num_classes: int = 4) -> list[Region]:
     """Read ``raster`` and its label mask (same grid) at ``gsd_m``, in windows of ``window_m``.
 
     Windows without any labelled pixel are skipped; invalid (nodata) pixels become unknown.
+    The mask keeps the classes a network with ``num_classes`` outputs trains on.
     """
     ds = gdalio.open_raster(raster)
     try:
@@ -80,14 +85,15 @@ def load_regions(raster: PathLike, mask_path: PathLike, bands: Sequence[int], gs
             check_cancel(cancel)
             w, h = min(step, ds.RasterXSize - xoff), min(step, ds.RasterYSize - yoff)
             out = (max(1, round(w * scale)), max(1, round(h * scale)))
-            mask = _read_mask(mask_ds, xoff, yoff, w, h, out)
+            mask = for_classes(_read_mask(mask_ds, xoff, yoff, w, h, out), num_classes)
             if not (mask != UNKNOWN).any():
                 continue
             img, valid = gdalio.read_window(ds, list(bands), xoff, yoff, w, h, out_size=out)
             mask[~valid] = UNKNOWN
             if (mask != UNKNOWN).any():
                 regions.append(Region(((img - m) / s).astype(np.float32), mask,
-                                      f"{os.path.basename(str(raster))}@{xoff},{yoff}"))
+                                      f"{os.path.basename(str(raster))}@{xoff},{yoff}",
+                                      gsd_m=gdalio.pixel_size_m(ds) / scale))
     return regions
 
 
@@ -105,27 +111,18 @@ def split_blocks(regions: Sequence[Region], block: int, val_fraction: float,
         for y in range(0, H, block):
             for x in range(0, W, block):
                 sub = reg.mask[y:y + block, x:x + block]
-                if (sub == 1).sum() >= 16:
+                if is_building(sub).sum() >= 16:
                     blocks.append((r, x, y, sub.shape[1], sub.shape[0]))
     n_val = round(val_fraction * len(blocks))
     n_val = min(max(n_val, 1 if len(blocks) >= 2 else 0), max(len(blocks) - 1, 0))
     picks = sorted(rng.choice(len(blocks), n_val, replace=False)) if n_val else []
     chosen = [blocks[i] for i in picks]
-    train = [Region(reg.image, reg.mask.copy(), reg.name) for reg in regions]
-    val = [Region(reg.image, np.full_like(reg.mask, UNKNOWN), reg.name) for reg in regions]
+    train = [replace(reg, mask=reg.mask.copy()) for reg in regions]
+    val = [replace(reg, mask=np.full_like(reg.mask, UNKNOWN)) for reg in regions]
     for r, x, y, w, h in chosen:
         val[r].mask[y:y + h, x:x + w] = regions[r].mask[y:y + h, x:x + w]
         train[r].mask[y:y + h, x:x + w] = UNKNOWN
     return Split(train=train, val=val, val_windows=chosen)
-
-
-def class_frequency(regions: Sequence[Region]) -> tuple[float, float]:
-    """Share of background and building among the labelled pixels (for losses set to "auto")."""
-    counts = np.zeros(2)
-    for reg in regions:
-        counts += np.bincount(reg.mask[reg.mask != UNKNOWN].ravel(), minlength=2)[:2]
-    total = max(counts.sum(), 1.0)
-    return float(counts[0] / total), float(counts[1] / total)
 
 
 def _crop(region: Region, cx: int, cy: int, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -143,15 +140,38 @@ def _crop(region: Region, cx: int, cy: int, size: int) -> tuple[np.ndarray, np.n
 
 
 def augment(img: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
-            jitter: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
-    """Random rot90 and flip (the 8 symmetries) plus per-band brightness/contrast jitter."""
+            jitter: float = 0.1, photometric: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Random rot90 and flip (the 8 symmetries) plus per-band brightness/contrast jitter.
+
+    ``photometric`` adds what other sensors look like: stronger colour balance and contrast
+    changes, haze (a pull towards grey) and blur, each on a share of the crops.
+    """
     k = int(rng.integers(4))
     img, mask = np.rot90(img, k, axes=(1, 2)), np.rot90(mask, k)
     if rng.random() < 0.5:
         img, mask = img[:, :, ::-1], mask[:, ::-1]
-    gain = 1.0 + rng.uniform(-jitter, jitter, (img.shape[0], 1, 1))
-    bias = rng.uniform(-jitter, jitter, (img.shape[0], 1, 1))
-    return np.ascontiguousarray(img * gain + bias, dtype=np.float32), np.ascontiguousarray(mask)
+    spread = 3 * jitter if photometric else jitter
+    gain = 1.0 + rng.uniform(-spread, spread, (img.shape[0], 1, 1))
+    bias = rng.uniform(-spread, spread, (img.shape[0], 1, 1))
+    img = img * gain + bias
+    if photometric:
+        if rng.random() < 0.3:
+            img = img * (1 - rng.uniform(0.1, 0.5))
+        if rng.random() < 0.3:
+            img = ndimage.gaussian_filter(img, (0, *[rng.uniform(0.5, 1.5)] * 2))
+    return np.ascontiguousarray(img, dtype=np.float32), np.ascontiguousarray(mask)
+
+
+def _resized(img: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """A square crop resampled to ``size``: bilinear with anti-aliasing, nearest for labels."""
+    src = mask.shape[0]
+    if src == size:
+        return img, mask
+    x = torch.from_numpy(np.ascontiguousarray(img))[None]
+    img = F.interpolate(x, (size, size), mode="bilinear", antialias=src > size,
+                        align_corners=False)[0].numpy()
+    pick = ((np.arange(size) + 0.5) * src / size).astype(int)
+    return img, mask[np.ix_(pick, pick)]
 
 
 class CropSampler:
@@ -159,12 +179,14 @@ class CropSampler:
     otherwise on any labelled pixel; regions are chosen in proportion to those pixel counts."""
 
     def __init__(self, regions: Sequence[Region], crop: int, p_building: float = 0.7,
-                 stride: int = 4) -> None:
+                 stride: int = 4, gsd_range_m: Optional[tuple[float, float]] = None,
+                 photometric: bool = False) -> None:
         self.regions = list(regions)
         self.crop = crop
         self.p_building = p_building
+        self.gsd_range_m, self.photometric = gsd_range_m, photometric
         # Candidate centres, subsampled by ``stride`` to keep the index small.
-        self._building = [np.argwhere(r.mask[::stride, ::stride] == 1) * stride
+        self._building = [np.argwhere(is_building(r.mask[::stride, ::stride])) * stride
                           for r in self.regions]
         self._labelled = [np.argwhere(r.mask[::stride, ::stride] != UNKNOWN) * stride
                           for r in self.regions]
@@ -178,6 +200,15 @@ class CropSampler:
         y, x = pools[r][int(rng.integers(len(pools[r])))]
         return r, int(x), int(y)
 
+    def _source_size(self, region: Region, rng: np.random.Generator) -> int:
+        """Crop size to read so that, resized to ``crop``, it shows a pixel size drawn
+        log-uniformly from ``gsd_range_m`` (scale augmentation; ``crop`` without a range)."""
+        if self.gsd_range_m is None or region.gsd_m <= 0:
+            return self.crop
+        low, high = np.log(self.gsd_range_m)
+        target = float(np.exp(rng.uniform(low, high)))
+        return max(16, round(self.crop * target / region.gsd_m))
+
     def batch(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """``n`` augmented crops: images [n,C,S,S] float32 and masks [n,S,S] uint8."""
         imgs, masks = [], []
@@ -188,7 +219,9 @@ class CropSampler:
             # Jitter the centre so buildings do not always sit in the middle of the crop.
             x += int(rng.integers(-self.crop // 4, self.crop // 4 + 1))
             y += int(rng.integers(-self.crop // 4, self.crop // 4 + 1))
-            img, mask = augment(*_crop(self.regions[r], x, y, self.crop), rng)
+            size = self._source_size(self.regions[r], rng)
+            img, mask = _resized(*_crop(self.regions[r], x, y, size), self.crop)
+            img, mask = augment(img, mask, rng, photometric=self.photometric)
             imgs.append(img)
             masks.append(mask)
         return np.stack(imgs), np.stack(masks)

@@ -22,24 +22,26 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from ml_core.config import RasterizeOptions, TrainOptions
+from ml_core.config import LossOptions, RasterizeOptions, TrainOptions
 from ml_core.errors import InputError
 from ml_core.evaluate.metrics import f_beta, pixel_counts, pixel_metrics_from_counts
 from ml_core.events import CancelToken, ProgressCallback, ProgressEvent, check_cancel, emit
+from ml_core.infer.predict import probability_bands
 from ml_core.io import raster as gdalio
 from ml_core.io.atomic import check_writable
+from ml_core.labels.classes import is_building
 from ml_core.labels.rasterize import rasterize_labels
 from ml_core.learn.dataset import (
     UNKNOWN,
     CropSampler,
     Split,
-    class_frequency,
     load_regions,
     split_blocks,
     val_crops,
 )
 from ml_core.learn.device import amp_dtype, describe_device, select_device
 from ml_core.learn.losses import LOSSES, get_loss
+from ml_core.learn.losses.registry import loss_params
 from ml_core.learn.model import UNet
 from ml_core.learn.modelfile import ModelCard, load_model, save_model
 
@@ -127,7 +129,7 @@ def load_state(out_model: PathLike, optimizer: torch.optim.Optimizer) -> dict:
 def _counts_by_threshold(probs: np.ndarray, masks: np.ndarray) -> dict[float, tuple]:
     """(TP, FP, FN) of ``probs > t`` against labelled pixels of ``masks`` for each threshold."""
     known = masks != UNKNOWN
-    p, y = probs[known], masks[known] == 1
+    p, y = probs[known], is_building(masks[known])
     return {float(t): pixel_counts(p > t, y) for t in THRESHOLDS}
 
 
@@ -142,7 +144,8 @@ def choose_threshold(counts: dict[float, tuple], metric: str) -> tuple[float, fl
 @torch.no_grad()
 def predict_batches(net: torch.nn.Module, images: np.ndarray, device: torch.device,
                     batch_size: int, cancel: Optional[CancelToken] = None) -> np.ndarray:
-    """Building probability for images [N,C,H,W] (H, W multiples of the net's ``multiple``)."""
+    """Probability bands [N,B,H,W] (``infer.predict.probability_bands``: band 0 building) for
+    images [N,C,H,W] (H, W multiples of the net's ``multiple``)."""
     net.eval()
     out = []
     for i in range(0, len(images), batch_size):
@@ -151,15 +154,15 @@ def predict_batches(net: torch.nn.Module, images: np.ndarray, device: torch.devi
         with torch.autocast(device.type, dtype=amp_dtype(device) or torch.float32,
                             enabled=amp_dtype(device) is not None):
             logits = net(x)
-        out.append(torch.softmax(logits.float(), 1)[:, 1].cpu().numpy())
+        out.append(probability_bands(logits.float()).cpu().numpy())
     return np.concatenate(out)
 
 
 def predict_region(net: UNet, image: np.ndarray, device: torch.device) -> np.ndarray:
-    """Building probability [H,W] of a whole in-memory image [C,H,W] in one padded pass."""
+    """Probability bands [B,H,W] of a whole in-memory image [C,H,W] in one padded pass."""
     _, H, W = image.shape
     padded = np.pad(image, ((0, 0), (0, -H % net.multiple), (0, -W % net.multiple)))
-    return predict_batches(net, padded[None], device, 1)[0, :H, :W]
+    return predict_batches(net, padded[None], device, 1)[0, :, :H, :W]
 
 
 def ignore_confident(net: torch.nn.Module, split: Split, threshold: float,
@@ -170,7 +173,7 @@ def ignore_confident(net: torch.nn.Module, split: Split, threshold: float,
     changed = 0
     net.to(device)
     for train, val in zip(split.train, split.val):
-        hit = predict_region(net, train.image, device) > threshold
+        hit = predict_region(net, train.image, device)[0] > threshold
         changed += int((hit & (train.mask == 0)).sum())
         for reg in (train, val):
             reg.mask[hit & (reg.mask == 0)] = UNKNOWN
@@ -213,7 +216,7 @@ def _validate(net: UNet, val: list, device: torch.device, batch: int, metric: st
     without any."""
     if not val:
         return 0.5, None
-    probs = predict_batches(net, np.stack([v[0] for v in val]), device, batch, cancel)
+    probs = predict_batches(net, np.stack([v[0] for v in val]), device, batch, cancel)[:, 0]
     return choose_threshold(_counts_by_threshold(probs, np.stack([v[1] for v in val])), metric)
 
 
@@ -243,8 +246,10 @@ def _train_mode(net: torch.nn.Module, freeze_bn: bool) -> None:
 
 def fit(net: UNet, split: Split, card: ModelCard, out_model: PathLike,
         options: Optional[TrainOptions] = None, progress: Optional[ProgressCallback] = None,
-        cancel: Optional[CancelToken] = None, resume: bool = False) -> TrainResult:
-    """Train ``net`` on ``split``; write best (``out_model``) and last checkpoints every epoch.
+        cancel: Optional[CancelToken] = None, resume: bool = False,
+        loss_options: Optional[LossOptions] = None) -> TrainResult:
+    """Train ``net`` on ``split`` with the loss ``options.loss`` set by ``loss_options``; write
+    best (``out_model``) and last checkpoints every epoch.
 
     With ``options.keep_start`` the starting weights are scored first (epoch 0), so a fine-tune
     that never beats its base model returns the base model rather than a worse one."""
@@ -268,9 +273,9 @@ def fit(net: UNet, split: Split, card: ModelCard, out_model: PathLike,
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     if options.loss not in LOSSES:
         raise InputError(f"Unknown loss {options.loss!r}; choose one of {', '.join(LOSSES)}.")
-    loss_fn = get_loss(options.loss)
-    loss_fn.set_class_frequency(class_frequency(split.train))
-    card = replace(card, loss=options.loss, loss_params=dict(LOSSES[options.loss]))
+    params = loss_params(options.loss, loss_options or LossOptions(), net.num_classes)
+    loss_fn = get_loss(options.loss, net.num_classes, **params)
+    card = replace(card, loss=options.loss, loss_params=params)
     sampler = CropSampler(split.train, options.crop_size)
     val = val_crops(split, options.crop_size)
     stopped = "epochs"
@@ -349,10 +354,11 @@ def finetune(raster: PathLike, labels: Union[PathLike, Sequence[PathLike], None]
              base: Optional[PathLike] = DEFAULT_BASE, bands: Optional[Sequence[int]] = None,
              mask: Optional[PathLike] = None, progress: Optional[ProgressCallback] = None,
              cancel: Optional[CancelToken] = None, resume: bool = False,
-             rasterize: Optional[RasterizeOptions] = None) -> TrainResult:
+             rasterize: Optional[RasterizeOptions] = None,
+             loss_options: Optional[LossOptions] = None) -> TrainResult:
     """Fine-tune (from ``base``, or from scratch when None) on ``raster`` and building
     polygons ``labels`` (rasterised here with ``rasterize``) or a ready label ``mask``
-    (0/1/255, same grid)."""
+    (0/1/255, same grid); the loss is set by ``loss_options``."""
     options = options or TrainOptions()
     ds = gdalio.open_raster(raster)
     start = load_model(base) if base is not None else None
@@ -365,6 +371,9 @@ def finetune(raster: PathLike, labels: Union[PathLike, Sequence[PathLike], None]
     gsd = options.gsd_m or (start.card.gsd_m if start else gdalio.pixel_size_m(ds))
     mean, std = gdalio.band_statistics(ds, bands)
     ds = None  # not held open for the whole training
+    rasterize = rasterize or RasterizeOptions()
+    net = start.net if start else UNet(len(bands), 4 if rasterize.instance else 2,
+                                       options.width, options.depth)
     with tempfile.TemporaryDirectory(prefix="bfe_train_") as tmp:
         label_mask = mask
         if label_mask is None:
@@ -372,12 +381,12 @@ def finetune(raster: PathLike, labels: Union[PathLike, Sequence[PathLike], None]
                 raise InputError("Give building polygons or a label mask to fine-tune on.")
             label_mask = rasterize_labels(raster, labels, Path(tmp) / "labels.tif", rasterize,
                                           progress=progress, cancel=cancel)
-        regions = load_regions(raster, label_mask, bands, gsd, mean, std, cancel=cancel)
+        regions = load_regions(raster, label_mask, bands, gsd, mean, std, cancel=cancel,
+                               num_classes=net.num_classes)
     if not regions:
         raise InputError(f"No labelled pixel of {mask or labels} falls inside {raster}. "
                          "Check that the buildings overlap the raster.")
     split = split_blocks(regions, options.crop_size // 2, options.val_fraction, options.seed)
-    net = start.net if start else UNet(len(bands), 2, options.width, options.depth)
     if start is None:  # a new network must learn its BatchNorm statistics; no start to keep
         options = replace(options, freeze_bn=False, keep_start=False)
     if start is not None and options.ignore_confident:
@@ -388,7 +397,7 @@ def finetune(raster: PathLike, labels: Union[PathLike, Sequence[PathLike], None]
                      std=[float(v) for v in std], gsd_m=float(gsd), tile_size=options.crop_size,
                      loss=options.loss, training_data=sources,
                      base_model=Path(base).name if base is not None else None)
-    return fit(net, split, card, out_model, options, progress, cancel, resume)
+    return fit(net, split, card, out_model, options, progress, cancel, resume, loss_options)
 
 
 __all__ = ["DEFAULT_BASE", "TrainResult", "finetune", "fit", "last_path",
