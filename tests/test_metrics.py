@@ -1,4 +1,5 @@
-"""metrics.py: pixel Dice/IoU, per-tile means, object recall/precision, dropped recall, evaluate."""
+"""metrics.py: pixel Dice/IoU, per-tile means, one-to-one object figures and coverage figures
+(also against dropped buildings), evaluate."""
 
 from __future__ import annotations
 
@@ -39,16 +40,37 @@ def test_pixel_metrics_formulas():
     assert tile_mean(counts)["dice_tile_mean"] == pytest.approx(2 / 3)
 
 
-def test_object_metrics_and_dropped(make_vector):
+def test_object_metrics_one_to_one_coverage_and_dropped(make_vector):
     truth = make_vector("t.gpkg", [pixel_box(0, 0, 10, 10), pixel_box(20, 0, 30, 10),
                                    pixel_box(40, 0, 50, 10)])
     dropped = make_vector("d.gpkg", [pixel_box(40, 0, 50, 10)], layer="dropped")
-    pred = make_vector("p.gpkg", [pixel_box(0, 0, 10, 6),  # covers 60 %: found
-                                  pixel_box(20, 0, 30, 3),  # 30 %: not found, still overlaps
+    pred = make_vector("p.gpkg", [pixel_box(0, 0, 10, 6),  # IoU 0.6: matched; covers 60 %: found
+                                  pixel_box(20, 0, 30, 3),  # IoU 0.3, 30 %: neither, overlaps
                                   pixel_box(60, 0, 70, 10)], layer="footprints")  # false positive
     m = object_metrics(pred, truth, dropped)
-    assert m["recall"] == pytest.approx(1 / 3) and m["precision"] == pytest.approx(2 / 3)
-    assert m["dropped_recall"] == 0.0 and (m["n_truth"], m["n_pred"]) == (3, 3)
+    assert (m["matched"], m["n_truth"], m["n_pred"]) == (1, 3, 3)
+    assert m["precision"] == m["recall"] == m["f1"] == pytest.approx(1 / 3)
+    assert m["mean_iou"] == pytest.approx(0.6, abs=1e-4)  # pixel_box metres are EPSG:3857
+    assert m["coverage_recall"] == pytest.approx(1 / 3)
+    assert m["coverage_precision"] == pytest.approx(2 / 3)
+    assert (m["dropped_recall"], m["dropped_precision"], m["dropped_coverage_recall"]) == (0, 0, 0)
+    # the new buildings (here one, 9 of the dropped building's 10 columns) scored on their own
+    new = make_vector("n.gpkg", [pixel_box(41, 0, 50, 10)], layer="new_buildings")
+    m = object_metrics(pred, truth, dropped, new=new)
+    assert (m["dropped_precision"], m["dropped_recall"], m["dropped_f1"]) == (1.0, 1.0, 1.0)
+    assert m["dropped_mean_iou"] == pytest.approx(0.9, abs=1e-4)
+    assert m["dropped_coverage_recall"] == 0.0  # coverage is still of all predictions
+
+
+def test_object_metrics_merged_and_split(make_vector):
+    truth = make_vector("t.gpkg", [pixel_box(0, 0, 10, 10), pixel_box(12, 0, 22, 10),
+                                   pixel_box(40, 0, 60, 10)])
+    pred = make_vector("p.gpkg", [pixel_box(0, 0, 22, 10),  # over the first two: merged
+                                  pixel_box(40, 0, 49, 10), pixel_box(51, 0, 60, 10)])  # split
+    m = object_metrics(pred, truth)
+    assert m["merged_share"] == pytest.approx(1 / 3) and m["split_share"] == pytest.approx(1 / 3)
+    assert m["matched"] == 0 and m["f1"] == 0.0
+    assert m["coverage_recall"] == 1.0  # the coverage rule calls all three found
 
 
 def test_object_metrics_reprojects_polygon_sets(make_vector):
@@ -57,7 +79,8 @@ def test_object_metrics_reprojects_polygon_sets(make_vector):
     truth = read_polygons(make_vector("t.gpkg", wkts), srs_of("EPSG:4326"))
     pred = read_polygons(make_vector("p.gpkg", wkts[:1]), None)
     m = object_metrics(pred, truth)
-    assert (m["recall"], m["precision"]) == (0.5, 1.0)
+    assert (m["recall"], m["precision"], m["matched"]) == (0.5, 1.0, 1)
+    assert m["mean_iou"] == pytest.approx(1.0)
     assert truth.srs.IsSame(srs_of("EPSG:4326"))  # the caller's set is left as it was
 
 
@@ -75,6 +98,25 @@ def test_evaluate_mask_raster_and_vector(make_raster, make_vector, tmp_path):
     assert out["pixel"]["tp"] == 50 and out["pixel"]["fn"] == 150
     with pytest.raises(InputError, match="not found"):
         evaluate(tmp_path / "missing.gpkg", truth)
+
+
+def test_evaluate_scores_the_new_buildings_layer_against_dropped(make_vector):
+    truth = make_vector("t.gpkg", [pixel_box(0, 0, 10, 10), pixel_box(20, 0, 30, 10)])
+    dropped = make_vector("d.gpkg", [pixel_box(20, 0, 30, 10)], layer="dropped")
+    out = make_vector("f.gpkg", [pixel_box(0, 0, 10, 10), pixel_box(21, 0, 30, 10)],
+                      layer="footprints")
+    m = evaluate(out, truth, dropped=dropped)["object"]  # no new_buildings layer: all of them
+    assert m["dropped_scored"] == "all predictions" and m["dropped_precision"] == 0.5
+    src = ogr.Open(str(out), update=1)
+    layer = src.CreateLayer("new_buildings", srs=srs_of("EPSG:3857"), geom_type=ogr.wkbPolygon)
+    feat = ogr.Feature(layer.GetLayerDefn())
+    feat.SetGeometry(ogr.CreateGeometryFromWkt(pixel_box(21, 0, 30, 10)))
+    layer.CreateFeature(feat)
+    src = layer = feat = None
+    m = evaluate(out, truth, dropped=dropped)["object"]
+    assert m["dropped_scored"].endswith("|layername=new_buildings")
+    assert (m["dropped_precision"], m["dropped_recall"]) == (1.0, 1.0)
+    assert (m["precision"], m["recall"], m["n_pred"]) == (1.0, 1.0, 2)  # all footprints
 
 
 def test_visible_share_of_buildings_on_masked_imagery(make_raster, make_vector):

@@ -1,9 +1,12 @@
 """Pixel and object metrics of predicted footprints against true buildings, and ``evaluate``.
 
 Pixel: Dice = 2TP/(2TP+FP+FN), IoU = TP/(TP+FP+FN), global and as a mean over tiles that hold
-any true or predicted building. Object: a true building is found when predicted polygons cover
-≥ 50 % of it; precision is the share of predicted polygons that overlap a true building (by a
-positive area); with the dropped set, recall of the dropped buildings only (gap filling).
+any true or predicted building. Object (the headline): predictions matched one to one to true
+buildings at IoU ≥ 0.5 (``evaluate.matching``): precision, recall, F1, mean IoU of the matches,
+merged and split shares; with the dropped set, the same for the new buildings against the
+dropped ones (gap filling). Secondary, the coverage figures: a true building is found when
+predicted polygons cover ≥ 50 % of it, and coverage precision is the share of predicted polygons
+that overlap a true building (by a positive area).
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ from typing import Optional, Union
 import numpy as np
 from osgeo import gdal, ogr
 
+from ml_core.evaluate.matching import IOU_MIN, is_found, match_polygons
 from ml_core.infer.extract import binary_polygons
 from ml_core.io import raster as gdalio
 from ml_core.io.atomic import atomic_output, check_writable
 from ml_core.io.vector import (
+    AreaMeter,
     BoxIndex,
     PolygonSet,
     burn,
@@ -28,6 +33,7 @@ from ml_core.io.vector import (
     pixel_window,
     raster_bounds,
     read_polygons,
+    split_layer_name,
     srs_of,
 )
 from ml_core.labels.rasterize import UNKNOWN
@@ -35,7 +41,7 @@ from ml_core.labels.rasterize import UNKNOWN
 gdal.UseExceptions()
 ogr.UseExceptions()
 
-FOUND_COVER = 0.5
+NEW_BUILDINGS = "new_buildings"  # the extraction's layer of proposals not already mapped
 VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".shp", ".fgb", ".sqlite")
 PathLike = Union[str, os.PathLike]
 
@@ -96,8 +102,8 @@ def tile_mean(counts: np.ndarray) -> dict:
 
 
 def _found(targets: list, index: BoxIndex) -> np.ndarray:
-    """For each target polygon, whether the indexed polygons cover ≥ 50 % of it."""
-    return index.cover_fraction(targets) >= FOUND_COVER
+    """For each target polygon, whether the indexed polygons cover half of it (coverage rule)."""
+    return is_found(index.cover_fraction(targets))
 
 
 def _overlaps_any(polys: list, index: BoxIndex) -> np.ndarray:
@@ -114,26 +120,44 @@ def _as_polygons(obj, target, what: str, prefer: Optional[str] = None) -> Polygo
     return read_polygons(obj, target, what, prefer)
 
 
-def object_metrics(pred, truth, dropped=None) -> dict:
-    """Object recall, precision, F1 (and recall of ``dropped``) of predicted polygons.
+def _share(flags: np.ndarray) -> float:
+    return float(flags.mean()) if flags.size else 0.0
 
-    Each argument is a vector path (``footprints``/``dropped`` layers preferred) or a
-    :class:`PolygonSet`; truth and dropped are reprojected to the CRS of ``pred``.
+
+def area_meter(*sets: PolygonSet) -> AreaMeter:
+    """A meter in the UTM zone of the first non-empty set's centre (all in one CRS)."""
+    for s in sets:
+        if s.geoms:
+            x0, x1, y0, y1 = s.envelope()
+            return AreaMeter(s.srs, ((x0 + x1) / 2, (y0 + y1) / 2))
+    return AreaMeter(sets[0].srs, (0.0, 0.0))
+
+
+def object_metrics(pred, truth, dropped=None, new=None, iou_min: float = IOU_MIN) -> dict:
+    """Object figures of predicted polygons against true buildings.
+
+    First the one-to-one figures at IoU ≥ ``iou_min`` (:meth:`Matching.summary`: precision,
+    recall, f1, mean_iou, merged_share, split_share, matched, n_pred, n_truth), then the
+    coverage figures (``coverage_recall``, ``coverage_precision``). With ``dropped``: the
+    ``new`` polygons (default: ``pred``) against the dropped buildings, one to one
+    (``dropped_*``), and ``dropped_coverage_recall`` (share of dropped buildings that all of
+    ``pred`` cover half of). Each argument is a vector path (``footprints``/``buildings``/
+    ``dropped``/``new_buildings`` layers preferred) or a :class:`PolygonSet`; all are
+    reprojected to the CRS of ``pred``, and areas measured in its local UTM zone.
     """
     pred = _as_polygons(pred, None, "prediction", "footprints")
     truth = _as_polygons(truth, pred.srs, "truth buildings", "buildings")
-    found = _found(truth.geoms, BoxIndex(pred.geoms))
+    meter = area_meter(pred, truth)
     pred_index = BoxIndex(pred.geoms)
-    hit = _overlaps_any(pred.geoms, BoxIndex(truth.geoms))
-    recall = float(found.mean()) if found.size else 0.0
-    precision = float(hit.mean()) if hit.size else 0.0
-    out = {"recall": recall, "precision": precision,
-           "f1": 2 * recall * precision / (recall + precision) if recall + precision else 0.0,
-           "n_truth": len(truth.geoms), "n_pred": len(pred.geoms)}
+    out = match_polygons(pred.geoms, truth.geoms, meter, iou_min).summary()
+    out["coverage_recall"] = _share(_found(truth.geoms, pred_index))
+    out["coverage_precision"] = _share(_overlaps_any(pred.geoms, BoxIndex(truth.geoms)))
     if dropped is not None:
         drop = _as_polygons(dropped, pred.srs, "dropped buildings", "dropped")
-        out["dropped_recall"] = float(_found(drop.geoms, pred_index).mean())
-        out["n_dropped"] = len(drop.geoms)
+        new = pred if new is None else _as_polygons(new, pred.srs, "new buildings",
+                                                    "new_buildings")
+        out.update(match_polygons(new.geoms, drop.geoms, meter, iou_min).summary("dropped_"))
+        out["dropped_coverage_recall"] = _share(_found(drop.geoms, pred_index))
     return out
 
 
@@ -227,13 +251,27 @@ def _raster_prediction(pred: PathLike, threshold: float) -> tuple:
     return grid, polys, pred_of, valid_of
 
 
+def _new_buildings_layer(pred: PathLike) -> Optional[str]:
+    """``pred``'s ``new_buildings`` layer (bfe's extraction output) when it has one and no layer
+    is named: the new buildings are what gap filling is scored on against dropped buildings."""
+    file, layer = split_layer_name(pred)
+    if layer is not None or not _is_vector(pred) or not Path(file).exists():
+        return None
+    src = ogr.Open(file)
+    found = src is not None and src.GetLayerByName(NEW_BUILDINGS) is not None
+    src = None
+    return f"{file}|layername={NEW_BUILDINGS}" if found else None
+
+
 def evaluate(pred: PathLike, truth: PathLike, raster: Optional[gdalio.RasterLike] = None,
              dropped: Optional[PathLike] = None, json_out: Optional[PathLike] = None,
              threshold: float = 0.5, tile: int = 256) -> dict:
     """Score a prediction (probability/mask GeoTIFF or footprints vector) against ``truth``.
 
     Pixel metrics need a grid: the prediction raster, or ``raster`` for a vector prediction.
-    Object metrics always run (a raster prediction is polygonised). Writes ``json_out``.
+    Object metrics always run (a raster prediction is polygonised); against ``dropped`` they
+    score the prediction's ``new_buildings`` layer where it has one, else every prediction
+    (``object.dropped_scored`` says which). Writes ``json_out``.
     """
     if json_out is not None:
         check_writable(json_out)
@@ -244,7 +282,10 @@ def evaluate(pred: PathLike, truth: PathLike, raster: Optional[gdalio.RasterLike
     if grid is not None:
         _src, truth_layer = memory_layer(truth_set.geoms, truth_set.srs)
         result["pixel"] = _pixel_pass(grid, pred_of, truth_layer, valid_of, tile)
-    result["object"] = object_metrics(polys, truth_set, dropped)
+    new = _new_buildings_layer(pred) if dropped is not None else None
+    result["object"] = object_metrics(polys, truth_set, dropped, new)
+    if dropped is not None:
+        result["object"]["dropped_scored"] = new or "all predictions"
     if json_out is not None:
         with atomic_output(json_out) as tmp:
             tmp.write_text(json.dumps(result, indent=2), encoding="utf-8")
