@@ -13,20 +13,22 @@ because the many new objects trigger full garbage collections there, which hold 
 from __future__ import annotations
 
 import os
+import time
 import traceback
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from osgeo import gdal_array  # noqa: F401  ReadAsArray imports it on first use: not in a worker
-from qgis.core import Qgis, QgsTask
+from qgis.core import Qgis, QgsRasterDataProvider, QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
-from ml_core.config import ExtractOptions, PredictOptions, RasterizeOptions, TrainOptions
+from ml_core.config import ExtractOptions, JobSpec, PredictOptions, RasterizeOptions, TrainOptions
 from ml_core.errors import Cancelled
 from ml_core.events import CancelToken, ProgressCallback, ProgressEvent
 
+from .imagery import FetchResult, ImageryRequest, clip_raster, fetch
 from .messages import format_traceback, log
 from .sources import base_model
 
@@ -132,14 +134,14 @@ class RasteriseTask(CoreTask):
 class FinetuneTask(CoreTask):
     """Fine-tune a model; on cancel the best checkpoint so far stays at ``out_model``."""
 
-    def __init__(self, raster: str, buildings: str, out_model: Path, options: TrainOptions,
+    def __init__(self, raster: str, buildings: str, out_model: Path, job: JobSpec,
                  base: Optional[str], bands: Optional[list], on_done: OnDone,
-                 on_error: OnError, rasterize: Optional[RasterizeOptions] = None) -> None:
+                 on_error: OnError) -> None:
         from ml_core.learn.train import finetune
 
         self.out_model = out_model
-        step = partial(finetune, raster, buildings, out_model, options, base=base_model(base),
-                       bands=bands, rasterize=rasterize)
+        step = partial(finetune, raster, buildings, out_model, job.train, base=base_model(base),
+                       bands=bands, rasterize=job.rasterize, loss_options=job.loss)
         super().__init__("bfe: fine-tune", torch_step(step), on_done, on_error)
 
 
@@ -215,3 +217,119 @@ class ExtractTask(CoreTask):
             return result
 
         super().__init__("bfe: extract buildings", torch_step(step), on_done, on_error)
+
+
+class ImageryTask(CoreTask):
+    """Fetch imagery from a layer (XYZ, WMS, WMTS, a file) into a cached GeoTIFF."""
+
+    def __init__(self, request: ImageryRequest, provider: QgsRasterDataProvider, folder: Path,
+                 on_done: OnDone, on_error: OnError) -> None:
+        self.provider = provider  # a clone made on the UI thread; the pipe takes it over
+        super().__init__(f"bfe: fetch imagery from {request.name}",
+                         partial(fetch, request, folder, provider), on_done, on_error)
+
+
+# Shares of the whole chain's progress bar, by stage (fetch only when imagery is fetched).
+CHAIN_SHARES = {"fetch": 0.08, "rasterize": 0.02, "train": 0.75, "predict": 0.12,
+                "extract": 0.03}
+_SAME_STAGE = {"validate": "train"}
+
+
+class ChainProgress:
+    """One progress bar and one ETA over several stages (a :data:`ProgressCallback`).
+
+    Each stage's 0..1 is mapped onto its share of :data:`CHAIN_SHARES`. The ETA for the whole
+    chain is the remaining share divided by the current rate: from the stage's own ETA when it
+    gives one (fine-tuning knows its time budget), else from the stage's progress so far, else
+    from the chain's. Events of unknown stages keep the current fraction.
+    """
+
+    def __init__(self, progress: ProgressCallback, stages: tuple, clock=time.monotonic) -> None:
+        total = sum(CHAIN_SHARES[s] for s in stages)
+        self.spans: dict = {}
+        start = 0.0
+        for stage in stages:
+            self.spans[stage] = (start, CHAIN_SHARES[stage] / total)
+            start += CHAIN_SHARES[stage] / total
+        self._progress, self._clock = progress, clock
+        self._t0 = clock()
+        self._stage: Optional[str] = None
+        self._stage_t0 = self._t0
+        self.fraction = 0.0
+
+    def __call__(self, event: ProgressEvent) -> None:
+        stage = _SAME_STAGE.get(event.stage, event.stage)
+        now = self._clock()
+        eta = None
+        if stage in self.spans:
+            if stage != self._stage:
+                self._stage, self._stage_t0 = stage, now
+            start, span = self.spans[stage]
+            done = min(max(event.fraction, 0.0), 1.0)
+            self.fraction = max(self.fraction, start + span * done)
+            eta = self._eta(event, span, done, now)
+        self._progress(replace(event, fraction=self.fraction, eta_s=eta))
+
+    def _eta(self, event: ProgressEvent, span: float, done: float, now: float) -> Optional[float]:
+        left = 1.0 - self.fraction
+        if event.eta_s is not None and done < 1.0:
+            rate = span * (1.0 - done) / max(event.eta_s, 1e-3)
+        elif done > 0.05 and now > self._stage_t0:
+            rate = span * done / (now - self._stage_t0)
+        elif self.fraction > 0.02 and now > self._t0:
+            rate = self.fraction / (now - self._t0)
+        else:
+            return None
+        return left / rate
+
+
+@dataclass
+class ChainJob:
+    """'Find missing buildings': the area's imagery, the buildings, where to write, options."""
+
+    buildings: str
+    outdir: Path
+    train: TrainOptions
+    predict: PredictOptions
+    extract: ExtractOptions
+    raster: Optional[str] = None  # a GDAL raster, clipped to ``extent`` when given
+    extent: Optional[tuple] = None  # xmin, ymin, xmax, ymax in the raster's CRS
+    imagery: Optional[ImageryRequest] = None  # fetched first instead of ``raster``
+    imagery_folder: Optional[Path] = None
+    base: Optional[str] = None
+    bands: Optional[list] = None
+    fetched: Optional[FetchResult] = field(default=None, compare=False)
+
+    @property
+    def model(self) -> Path:
+        """Where the chain's fine-tuned model is (the best so far, also after a cancel)."""
+        return self.outdir / "model.safetensors"
+
+
+class ChainTask(CoreTask):
+    """Fetch or clip the area's imagery, then ``ml_core.pipeline.run`` on it (rasterise,
+    fine-tune, predict, extract) behind one progress bar; cancel keeps the best model."""
+
+    def __init__(self, job: ChainJob, provider: Optional[QgsRasterDataProvider],
+                 on_done: OnDone, on_error: OnError) -> None:
+        from ml_core.pipeline import run
+
+        self.job, self.provider = job, provider
+        base = base_model(job.base)
+        stages = ("fetch",) * (job.imagery is not None) + ("rasterize", "train", "predict",
+                                                           "extract")
+
+        def step(progress: ProgressCallback, cancel: CancelToken) -> Any:
+            chain = ChainProgress(progress, stages)
+            if job.imagery is not None:
+                job.fetched = fetch(job.imagery, job.imagery_folder, provider, chain, cancel)
+                raster = str(job.fetched.path)
+            elif job.extent is not None:
+                raster = str(clip_raster(job.raster, job.extent, job.outdir / "area.vrt"))
+            else:
+                raster = job.raster
+            spec = JobSpec.from_sections([job.train, job.predict, job.extract])
+            return run(raster, job.buildings, job.outdir, spec, base=base, bands=job.bands,
+                       progress=chain, cancel=cancel)
+
+        super().__init__("bfe: find missing buildings", torch_step(step), on_done, on_error)
