@@ -8,7 +8,7 @@ import pytest
 from osgeo import ogr, osr
 
 from ml_core.errors import InputError
-from ml_core.evaluate.matching import is_found, match_labels, match_polygons
+from ml_core.evaluate.matching import describe, is_found, match_labels, match_polygons
 from ml_core.io.vector import AreaMeter, srs_of
 
 
@@ -36,6 +36,9 @@ def test_shifted_squares_match_by_iou():
     assert loose.pred_match.tolist() == [0, 1] and loose.mean_iou == pytest.approx(0.5)
     s = m.summary("dropped_")
     assert s["dropped_f1"] == 0.5 and s["dropped_matched"] == 1 and s["dropped_n_truth"] == 2
+    assert describe({**s, "f1": 0.9}, "dropped_").startswith(
+        "F1 0.50 (precision 0.50, recall 0.50: 1 matched of 2 polygons and 2 buildings), "
+        "mean IoU of matches 0.67, merged 0%")
 
 
 def test_one_polygon_over_two_buildings_is_merged_and_unmatched():

@@ -10,6 +10,7 @@ import pytest
 from conftest import pixel_box
 from osgeo import ogr, osr
 
+from ml_core.cli import main
 from ml_core.errors import InputError
 from ml_core.evaluate.metrics import (
     evaluate,
@@ -117,6 +118,20 @@ def test_evaluate_scores_the_new_buildings_layer_against_dropped(make_vector):
     assert m["dropped_scored"].endswith("|layername=new_buildings")
     assert (m["dropped_precision"], m["dropped_recall"]) == (1.0, 1.0)
     assert (m["precision"], m["recall"], m["n_pred"]) == (1.0, 1.0, 2)  # all footprints
+
+
+def test_cli_evaluate_prints_one_to_one_figures_first(make_vector, capsys):
+    truth = make_vector("t.gpkg", [pixel_box(0, 0, 10, 10), pixel_box(20, 0, 30, 10)])
+    dropped = make_vector("d.gpkg", [pixel_box(20, 0, 30, 10)], layer="dropped")
+    pred = make_vector("p.gpkg", [pixel_box(0, 0, 10, 10), pixel_box(20, 0, 30, 4)],
+                       layer="footprints")
+    assert main(["evaluate", str(pred), "--truth", str(truth), "--dropped", str(dropped)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("Objects, one to one at IoU >= 0.5: F1 0.50 (precision 0.50, "
+                               "recall 0.50: 1 matched of 2 polygons and 2 buildings)")
+    assert lines[1].startswith("Against the dropped buildings (all predictions): F1 0.00")
+    assert lines[2].startswith("Coverage (secondary; found = predictions cover >= 50 %): "
+                               "recall 0.50, precision 1.00, recall of dropped 0.00")
 
 
 def test_visible_share_of_buildings_on_masked_imagery(make_raster, make_vector):

@@ -159,5 +159,25 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     result = evaluate(args.prediction, args.truth, raster=args.raster, dropped=args.dropped,
                       json_out=args.json_out, threshold=args.threshold, tile=args.tile)
+    print(_evaluate_summary(result))
     print(json.dumps(result, indent=2))
     return 0
+
+
+def _evaluate_summary(result: dict) -> str:
+    """The one-to-one object figures first, then coverage and pixel figures."""
+    from ml_core.evaluate.matching import describe
+
+    obj = result["object"]
+    lines = [f"Objects, one to one at IoU >= 0.5: {describe(obj)}"]
+    if "dropped_f1" in obj:
+        lines.append(f"Against the dropped buildings ({obj['dropped_scored']}): "
+                     f"{describe(obj, 'dropped_')}")
+    lines.append(f"Coverage (secondary; found = predictions cover >= 50 %): recall "
+                 f"{obj['coverage_recall']:.2f}, precision {obj['coverage_precision']:.2f}"
+                 + (f", recall of dropped {obj['dropped_coverage_recall']:.2f}"
+                    if "dropped_coverage_recall" in obj else ""))
+    if "pixel" in result:
+        pixel = result["pixel"]
+        lines.append(f"Pixels: Dice {pixel['dice']:.3f}, IoU {pixel['iou']:.3f}")
+    return "\n".join(lines)

@@ -209,3 +209,13 @@ def match_labels(pred_labels: np.ndarray, truth_labels: np.ndarray,
     pair = keep_p[pi] & keep_t[tj]
     return _matching(values_p[keep_p], values_t[keep_t], index_p[pi[pair]], index_t[tj[pair]],
                      counts[pair].astype(float), on_p[keep_p], on_t[keep_t], iou_min)
+
+
+def describe(figures: dict, prefix: str = "") -> str:
+    """One line of the one-to-one figures in a :meth:`Matching.summary` dict (keys ``prefix``ed),
+    for terminals and logs."""
+    f = {k[len(prefix):]: v for k, v in figures.items() if k.startswith(prefix)}
+    return (f"F1 {f['f1']:.2f} (precision {f['precision']:.2f}, recall {f['recall']:.2f}: "
+            f"{f['matched']} matched of {f['n_pred']} polygons and {f['n_truth']} buildings), "
+            f"mean IoU of matches {f['mean_iou']:.2f}, merged {f['merged_share']:.0%}, "
+            f"split {f['split_share']:.0%}")
