@@ -2,48 +2,55 @@
 and a simulated reviewer.
 
 A round turns review answers into labels: the original OSM buildings and the accepted proposals
-are buildings (1), rejected proposals are background (0) even where background is otherwise
-unknown, and complete areas make background outside them unknown (the rasteriser's rules,
-``labels.rasterize_labels``). The next model starts from the current one (warm start: its
-weights, bands, GSD and normalisation), so a round refines rather than restarts.
+are buildings, rejected proposals are background, proposals nobody answered and those flagged
+"several buildings" are unknown. A complete area only adds certainty: inside it unlabelled pixels
+and unanswered proposals are background; outside it the labels are what they would be without
+it. The answers in the fixed held-out lattice (``ml_core.review.yardstick``) are never trained
+on; the round scores the model before and after it on them. The next model starts from the
+current one (warm start: its weights, bands, GSD and normalisation), so a round refines rather
+than restarts.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
 import numpy as np
 from osgeo import gdal, ogr, osr
 
-from ml_core.config import RasterizeOptions, TrainOptions
+from ml_core.config import DEFAULT_THRESHOLD, THRESHOLD_KEY, JobSpec, RasterizeOptions
 from ml_core.errors import InputError
 from ml_core.events import CancelToken, ProgressCallback, ProgressEvent, emit
+from ml_core.io import raster as gdalio
 from ml_core.io.atomic import atomic_output, check_writable
 from ml_core.io.vector import (
     BoxIndex,
     PolygonSet,
     as_list,
+    burn,
     create_gpkg,
-    envelope_polygon,
+    memory_layer,
     open_layer,
     polygon_part,
-    raster_bounds,
     read_polygons,
     srs_of,
     transform,
 )
+from ml_core.labels.classes import UNKNOWN, is_building
 from ml_core.labels.rasterize import rasterize_labels
+from ml_core.review.yardstick import Lattice, Yardstick
 
 gdal.UseExceptions()
 ogr.UseExceptions()
 
-PROPOSED, ACCEPTED, REJECTED = "proposed", "accepted", "rejected"
-STATUSES = (PROPOSED, ACCEPTED, REJECTED)
+PROPOSED, ACCEPTED, REJECTED, SEVERAL = "proposed", "accepted", "rejected", "several"
+STATUSES = (PROPOSED, ACCEPTED, REJECTED, SEVERAL)  # several: one proposal over several buildings
 STATUS_FIELD = "status"
 NEW_LAYER = "new_buildings"
 ROUND_LOG = "review_rounds.jsonl"
@@ -58,6 +65,7 @@ class ReviewCounts:
     proposed: int = 0
     accepted: int = 0
     rejected: int = 0
+    several: int = 0
 
 
 @dataclass
@@ -67,6 +75,7 @@ class RoundLabels:
     mask: Path
     counts: ReviewCounts
     complete_areas: int
+    yardstick: Yardstick  # the held-out answers, left out of ``mask``
 
 
 @dataclass
@@ -136,60 +145,188 @@ def _minus(geoms: list, others: list) -> list:
     return out
 
 
-def _known_area(raster: PathLike, complete_area, srs: osr.SpatialReference,
-                unanswered: list) -> list:
-    """Where background counts: the complete areas (default: the whole raster) minus the
-    proposals nobody answered, as polygons in ``srs``."""
-    if complete_area is None:
-        ds = gdal.OpenEx(str(raster))
-        box = envelope_polygon(raster_bounds(ds))
-        ct = transform(srs_of(ds), srs)
-        if ct is not None:
-            box.Transform(ct)
-        areas = [box]
-    else:
-        areas = [g for p in as_list(complete_area)
-                 for g in read_polygons(p, srs, "complete-area").geoms]
-    return _minus(areas, unanswered)
+@dataclass
+class Answers:
+    """The answers of one reviewed layer in the raster's CRS: what trains, what is held out."""
+
+    train: dict  # status -> polygons trained on (``proposed``: nobody answered)
+    withheld: list  # held-out answered proposals: unknown in the labels
+    complete: list  # complete areas minus their held-out parts
+    yardstick: Yardstick
+
+
+def _to_srs(geoms: list, src: osr.SpatialReference, dst: osr.SpatialReference) -> list:
+    ct = transform(src, dst)
+    if ct is not None:
+        for g in geoms:
+            g.Transform(ct)
+    return geoms
+
+
+def split_answers(raster: PathLike, new_buildings: PathLike, complete_area=None,
+                  buildings=None, hold_out: bool = True) -> Answers:
+    """Read the answers and complete areas into the raster's CRS and split them by the fixed
+    held-out lattice (``ml_core.review.yardstick``; nothing held out without ``hold_out``).
+    Accepted and rejected proposals can be held out; "several buildings" and unanswered ones
+    never are (they are unknown anyway). ``buildings``: the mapped buildings, the true
+    buildings inside held-out complete areas."""
+    ds = gdalio.open_raster(raster)
+    srs, lattice = srs_of(ds), Lattice.of_raster(ds)
+    yard = Yardstick(srs)
+    train, withheld = {}, []
+    for status in STATUSES:
+        geoms, layer_srs = status_polygons(new_buildings, status)
+        geoms = _to_srs(geoms, layer_srs, srs)
+        held = [hold_out and status in (ACCEPTED, REJECTED) and lattice.holds(g) for g in geoms]
+        train[status] = [g for g, h in zip(geoms, held) if not h]
+        kept = [g for g, h in zip(geoms, held) if h]
+        withheld += kept
+        yard.region += kept
+        yard.counts[status] = len(kept)
+        if status == ACCEPTED:
+            yard.buildings += kept
+    complete, held_parts = [], []
+    for g in (g for p in as_list(complete_area) for g in read_polygons(p, srs,
+                                                                        "complete-area").geoms):
+        part = lattice.held_part(g) if hold_out else None
+        rest = g.Difference(part) if part is not None else g
+        held_parts += [part] if part is not None else []
+        complete += [rest] if not rest.IsEmpty() and rest.GetArea() > 0 else []
+    if held_parts:
+        index = BoxIndex(held_parts)
+        yard.buildings += [g for p in as_list(buildings)
+                           for g in read_polygons(p, srs, "buildings").geoms
+                           if index.meets(g.PointOnSurface())]
+        yard.region += held_parts
+    yard.counts["complete_areas"] = len(held_parts)
+    return Answers(train, withheld, complete, yard)
+
+
+def _mark_unknown(mask_path: Path, geoms: list, srs: osr.SpatialReference) -> None:
+    """Set the pixels under ``geoms`` that are not building to unknown, strip by strip."""
+    ds = gdal.Open(str(mask_path), gdal.GA_Update)
+    _src, layer = memory_layer(geoms, srs)
+    band = ds.GetRasterBand(1)
+    width, height = ds.RasterXSize, ds.RasterYSize
+    rows = gdalio.strip_rows(width)
+    for y0 in range(0, height, rows):
+        h = min(rows, height - y0)
+        mask = band.ReadAsArray(0, y0, width, h)
+        hit = (burn(layer, ds, 0, y0, width, h) > 0) & ~is_building(mask)
+        if hit.any():
+            mask[hit] = UNKNOWN
+            band.WriteArray(mask, 0, y0)
+    ds.FlushCache()
+    ds = band = None
 
 
 def round_labels(raster: PathLike, buildings, new_buildings: PathLike, out_path: PathLike,
                  complete_area=None, options: Optional[RasterizeOptions] = None,
-                 unanswered_unknown: bool = True, progress: Optional[ProgressCallback] = None,
+                 unanswered_unknown: bool = True, hold_out: bool = True,
+                 progress: Optional[ProgressCallback] = None,
                  cancel: Optional[CancelToken] = None) -> RoundLabels:
     """Rasterise the next round's mask from the review answers.
 
-    ``buildings`` (path(s)) and accepted proposals are 1. Rejected proposals are 0, minus any
-    labelled building they touch, so a rejection never erases a mapped building.
-    ``complete_area`` polygons are the rasteriser's complete areas. With
-    ``unanswered_unknown``, proposals still ``proposed`` are unknown (255), not background:
-    the model calls them buildings and nobody has said otherwise, so labelling them 0 would
-    teach it to miss exactly the unmapped buildings (FINDINGS lesson 2, at object level and
-    under the reviewer's control). Side files go beside ``out_path`` (``*.accepted.gpkg``,
-    ``*.rejected.gpkg``, ``*.complete.gpkg``).
+    ``buildings`` (path(s)) and accepted proposals are buildings. Rejected proposals are
+    background, minus any labelled building they touch, so a rejection never erases a mapped
+    building. ``complete_area`` polygons are the rasteriser's complete areas (unlabelled =
+    background inside, nothing changed outside). With ``unanswered_unknown``, proposals still
+    ``proposed`` are unknown outside complete areas: the model calls them buildings and nobody
+    has said otherwise, so labelling them background would teach it to miss exactly the
+    unmapped buildings (FINDINGS lesson 2). "Several buildings" proposals are unknown, and so
+    are the held-out answers (``hold_out``: returned as the round's yardstick). Side files go
+    beside ``out_path`` (``*.accepted.gpkg``, ``*.rejected.gpkg``, ``*.complete.gpkg``).
     """
     out_path = check_writable(out_path)
     counts = count_statuses(new_buildings)
+    answers = split_answers(raster, new_buildings, complete_area, buildings, hold_out)
+    srs = answers.yardstick.srs
     stem = out_path.with_suffix("")
     labelled = as_list(buildings)
-    accepted, srs = status_polygons(new_buildings, ACCEPTED)
-    if accepted:
-        labelled.append(_write_polygons(accepted, srs, Path(f"{stem}.accepted.gpkg")))
-    rejected, _ = status_polygons(new_buildings, REJECTED)
+    if answers.train[ACCEPTED]:
+        labelled.append(_write_polygons(answers.train[ACCEPTED], srs,
+                                        Path(f"{stem}.accepted.gpkg")))
+    rejected = answers.train[REJECTED]
     if rejected:
         mapped = [g for p in labelled for g in read_polygons(p, srs, "buildings").geoms]
         rejected = _minus(rejected, mapped)
     background = _write_polygons(rejected, srs, Path(f"{stem}.rejected.gpkg")) \
         if rejected else None
+    complete = _write_polygons(answers.complete, srs, Path(f"{stem}.complete.gpkg")) \
+        if answers.complete else None
+    unanswered = _minus(answers.train[PROPOSED], answers.complete) if unanswered_unknown else []
+    unknown = unanswered + answers.train[SEVERAL] + answers.withheld
+    with atomic_output(out_path) as tmp:
+        rasterize_labels(raster, labelled, tmp, options, complete_area=complete,
+                         background=background, progress=progress, cancel=cancel)
+        if unknown:
+            _mark_unknown(tmp, unknown, srs)
     n_complete = sum(len(read_polygons(p, what="complete-area").geoms)
                      for p in as_list(complete_area))
-    unanswered = status_polygons(new_buildings, PROPOSED)[0] if unanswered_unknown else []
-    if unanswered:
-        complete_area = _write_polygons(_known_area(raster, complete_area, srs, unanswered),
-                                        srs, Path(f"{stem}.complete.gpkg"))
-    mask = rasterize_labels(raster, labelled, out_path, options, complete_area=complete_area,
-                            background=background, progress=progress, cancel=cancel)
-    return RoundLabels(mask, counts, n_complete)
+    return RoundLabels(out_path, counts, n_complete, answers.yardstick)
+
+
+FULL_PREDICTION_PX = 4_000_000  # rasters up to this size are predicted whole when measured
+AOI_PAD_M = 15.0  # otherwise: only around the held-out answers, this far out
+
+
+def _footprints(path: PathLike, srs: osr.SpatialReference, layer_name: str) -> tuple:
+    """Polygons (in ``srs``), feature ids and scores of one layer of bfe's extraction."""
+    src, layer = open_layer(path, prefer=layer_name)
+    ct = transform(srs_of(layer), srs)
+    geoms, fids, scores = [], [], []
+    for feat in layer:
+        ref = feat.GetGeometryRef()
+        g = polygon_part(ref.Clone()) if ref is not None else None
+        if g is None:
+            continue
+        if ct is not None:
+            g.Transform(ct)
+        geoms.append(g)
+        fids.append(feat.GetFID())
+        scores.append(feat.GetField("score") or 0.0)
+    del src
+    return geoms, fids, np.asarray(scores, float)
+
+
+def measure(raster: PathLike, model: PathLike, yardstick: Yardstick, buildings, work: Path,
+            job: Optional[JobSpec] = None, bands: Optional[list] = None,
+            cancel: Optional[CancelToken] = None) -> Optional[dict]:
+    """Object F1 of ``model``'s footprints on the held-out answers, extracted as the dock does
+    (``job``'s predict and extract options, the mapped ``buildings`` as existing); None without
+    held-out answers. Small rasters are predicted whole, so the figures are those of the next
+    extraction; larger ones only around the held-out answers."""
+    from ml_core.infer.extract import extract_footprints
+    from ml_core.infer.predict import predict_raster
+
+    if not yardstick:
+        return None
+    work.mkdir(parents=True, exist_ok=True)
+    ds = gdalio.open_raster(raster)
+    aoi = None
+    if ds.RasterXSize * ds.RasterYSize > FULL_PREDICTION_PX:
+        pad = AOI_PAD_M * abs(ds.GetGeoTransform()[1]) / gdalio.pixel_size_m(ds)
+        aoi = _write_polygons([g.Buffer(pad) for g in yardstick.region], yardstick.srs,
+                              work / "aoi.gpkg")
+    job = job or JobSpec()
+    prob = predict_raster(raster, model, work / "probability.tif", job.predict, bands=bands,
+                          aoi=aoi, cancel=cancel)
+    out = extract_footprints(prob, work / "footprints.gpkg", job.extract, existing=buildings,
+                             cancel=cancel).path
+    geoms, _fids, scores = _footprints(out, yardstick.srs, "footprints")
+    threshold = gdal.Open(str(prob)).GetMetadataItem(THRESHOLD_KEY)
+    return {**yardstick.score(geoms, scores), "threshold": float(threshold or DEFAULT_THRESHOLD)}
+
+
+def weights_digest(model: PathLike) -> str:
+    """SHA-256 of a model's tensors (names, dtypes, shapes, values), not of the file bytes."""
+    from safetensors.numpy import load_file
+
+    digest = hashlib.sha256()
+    for name, array in sorted(load_file(str(Path(model).with_suffix(".safetensors"))).items()):
+        digest.update(f"{name}:{array.dtype}:{array.shape}".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
 
 
 def round_log_path(model: PathLike) -> Path:
@@ -221,68 +358,101 @@ def log_round(model: PathLike, entry: dict, previous: Optional[PathLike] = None)
 
 
 def run_round(raster: PathLike, buildings, new_buildings: PathLike, current_model: PathLike,
-              out_model: PathLike, options: Optional[TrainOptions] = None, complete_area=None,
-              rasterize: Optional[RasterizeOptions] = None, bands: Optional[list] = None,
-              unanswered_unknown: bool = True, progress: Optional[ProgressCallback] = None,
+              out_model: PathLike, job: Optional[JobSpec] = None, complete_area=None,
+              bands: Optional[list] = None, unanswered_unknown: bool = True,
+              progress: Optional[ProgressCallback] = None,
               cancel: Optional[CancelToken] = None) -> RoundResult:
-    """One review round: build the labels, fine-tune from ``current_model``, log the round.
+    """One review round: build the labels, fine-tune from ``current_model``, measure the model
+    before and after on the held-out answers (:func:`measure`), log the round.
 
-    ``ignore_confident`` is switched off: the current model calls the rejected proposals
-    building, so it would turn exactly the reviewer's background answers back into unknown.
-    ``keep_start`` is switched on: the held-out blocks now hold the reviewer's answers and are
-    not cleaned by the current model's own predictions, so they can fairly decide whether the
-    retrained model beats the one the reviewer worked with; if not, the round keeps it (and the
-    answers still count: the next extraction carries them over, ``carry_decisions``).
+    ``job`` is used as given; the default, and what front ends pass, is
+    ``JobSpec.for_review_round()``: ``ignore_confident`` off and ``keep_start`` on (why: its
+    docstring). When the retrained model does not beat the current one, the round keeps it;
+    the log then says the model did not change (``model_changed``, from the tensors' digest)
+    rather than report a gain. The answers still count: the next extraction carries them over
+    (``carry_decisions``). The log entry records both settings.
     """
     from ml_core.learn.modelfile import read_card  # torch: imported only when a round really runs
     from ml_core.learn.train import finetune
 
+    job = job or JobSpec().for_review_round()
     out_model = Path(out_model).with_suffix(".safetensors")
     check_writable(out_model)
     labels = round_labels(raster, buildings, new_buildings,
                           out_model.with_name(out_model.stem + ".labels.tif"), complete_area,
-                          rasterize, unanswered_unknown, progress, cancel)
+                          job.rasterize, unanswered_unknown, progress=progress, cancel=cancel)
     emit(progress, ProgressEvent("rasterize", 1.0, f"round labels: {labels.counts.accepted} "
                                  f"accepted, {labels.counts.rejected} rejected"))
-    options = replace(options or TrainOptions(), ignore_confident=None, keep_start=True)
+    work = out_model.with_name(out_model.stem + ".yardstick")
+    before = measure(raster, current_model, labels.yardstick, buildings, work / "before", job,
+                     bands, cancel)
     if not read_round_log(current_model):  # round 0: the model the loop starts from
         log_round(out_model, {"model": str(current_model), "labels_added": 0,
-                              "labels_rejected": 0,
+                              "labels_rejected": 0, "yardstick_after": before,
                               "val_dice": read_card(current_model).metrics.get("val_dice")})
-    result = finetune(raster, None, out_model, options, base=current_model, bands=bands,
-                      mask=labels.mask, progress=progress, cancel=cancel)
+    result = finetune(raster, None, out_model, job.train, base=current_model, bands=bands,
+                      mask=labels.mask, progress=progress, cancel=cancel,
+                      rasterize=job.rasterize, loss_options=job.loss)
+    emit(progress, ProgressEvent("predict", 0.0, "measuring the round on the held-out answers"))
+    after = measure(raster, result.model_path, labels.yardstick, buildings, work / "after", job,
+                    bands, cancel)
     entry = log_round(out_model, previous=current_model, entry={
         "model": str(result.model_path), "base": str(current_model),
         "labels_added": labels.counts.accepted, "labels_rejected": labels.counts.rejected,
-        "still_proposed": labels.counts.proposed, "complete_areas": labels.complete_areas,
+        "several": labels.counts.several, "still_proposed": labels.counts.proposed,
+        "complete_areas": labels.complete_areas, "held_out": labels.yardstick.counts,
+        "yardstick_before": before, "yardstick_after": after,
+        "model_changed": weights_digest(current_model) != weights_digest(result.model_path),
         "val_dice": result.best_val_dice, "threshold": result.threshold,
-        "epochs": result.epochs_run, "stopped": result.stopped, "seconds": result.seconds})
+        "epochs": result.epochs_run, "stopped": result.stopped, "seconds": result.seconds,
+        "ignore_confident": job.train.ignore_confident, "keep_start": job.train.keep_start})
     return RoundResult(labels, result, entry)
 
 
-def review_order(scores: np.ndarray, order: str = "score") -> np.ndarray:
+_FIGURES = (("f1", "F1"), ("precision", "precision"), ("recall", "recall"))
+
+
+def describe_round(entry: dict) -> str:
+    """A plain sentence on a logged round for the mapper: what the fixed yardstick measured
+    before and after it, and whether the model changed at all (then no gain is claimed)."""
+    head = f"Round {entry['round']}: "
+    if not entry.get("model_changed", True):
+        head += ("the model did not change (no epoch beat the current one on the held-out "
+                 "blocks); ")
+    before, after = entry.get("yardstick_before"), entry.get("yardstick_after")
+    if not before or not after:
+        return head + ("no held-out answers to measure it yet (the answers in one block in "
+                       "three, by place, are kept aside for that): review more proposals.")
+    held = entry["held_out"]
+    what = (f"proposals on {held[ACCEPTED] + held[REJECTED]} held-out answers"
+            + (f" and {held['complete_areas']} complete-area part(s)"
+               if held["complete_areas"] else ""))
+    if all(round(before[k], 2) == round(after[k], 2) for k, _ in _FIGURES):
+        return head + f"{what}: F1 {after['f1']:.2f} (precision {after['precision']:.2f}), " \
+            "no change."
+    figures = ", ".join(f"{name} {before[k]:.2f} → {after[k]:.2f}" for k, name in _FIGURES)
+    return head + f"{what}: {figures}."
+
+
+def review_order(scores: np.ndarray, order: str = "score", centre: float = DEFAULT_THRESHOLD
+                 ) -> np.ndarray:
     """Indices of proposals in review order: ``score`` (highest first) or ``uncertainty``
-    (closest to 0.5 first). Stable, so ties keep the layer's order."""
+    (closest to ``centre``, the model's threshold, first). Stable, so ties keep the layer's
+    order."""
     if order == "score":
         return np.argsort(-scores, kind="stable")
     if order == "uncertainty":
-        return np.argsort(np.abs(scores - 0.5), kind="stable")
+        return np.argsort(np.abs(scores - centre), kind="stable")
     raise InputError(f"Unknown review order {order!r}; choose 'score' or 'uncertainty'.")
 
 
 def _proposals(new_buildings: PathLike) -> tuple[PolygonSet, list[int], np.ndarray]:
     """The proposals' polygons, feature ids and scores, in layer order."""
-    props = read_polygons(new_buildings, what="new buildings", prefer=NEW_LAYER)
     src, layer = open_layer(new_buildings, prefer=NEW_LAYER)
-    fids, scores = [], []
-    for feat in layer:
-        if feat.GetGeometryRef() is not None:
-            fids.append(feat.GetFID())
-            scores.append(feat.GetField("score"))
+    srs = srs_of(layer)
     del src
-    if len(fids) != len(props.geoms):
-        raise InputError(f"{new_buildings}: some proposals have no polygon; extract again.")
-    return props, fids, np.asarray(scores, float)
+    geoms, fids, scores = _footprints(new_buildings, srs, NEW_LAYER)
+    return PolygonSet(geoms, srs, str(new_buildings)), fids, scores
 
 
 def carry_decisions(previous: PathLike, new_buildings: PathLike,
