@@ -16,6 +16,7 @@ from osgeo import gdal, ogr, osr
 
 from ml_core.errors import InputError, OutputError
 from ml_core.events import ProgressCallback, ProgressEvent, emit
+from ml_core.osm.read import is_osm, open_buildings
 
 gdal.UseExceptions()
 ogr.UseExceptions()
@@ -190,6 +191,8 @@ def open_layer(path: PathLike, prefer: Optional[str] = None):
     file, name = split_layer_name(path)
     if not file.startswith("/vsi") and not Path(file).exists():
         raise InputError(f"Vector file {file} not found. Check the path.")
+    if name is None and is_osm(file):  # an OSM extract (.osm, .osm.pbf): its buildings
+        return open_buildings(file)
     try:
         src = ogr.Open(file)
     except RuntimeError as exc:
