@@ -26,7 +26,14 @@ from qgis.PyQt.QtWidgets import (
 )
 from qgis.PyQt.QtXml import QDomDocument
 
-from ml_core.config import ExtractOptions, PredictOptions, RasterizeOptions, TrainOptions
+from ml_core.config import (
+    ExtractOptions,
+    JobSpec,
+    LossOptions,
+    PredictOptions,
+    RasterizeOptions,
+    TrainOptions,
+)
 from ml_core.errors import BfeError, InputError
 
 from . import deps, layers
@@ -122,6 +129,7 @@ class BfeDock(QgsDockWidget):
         self.base_model.setToolTip("Empty: the bundled base model (or a new model without one).")
         self.train_form = OptionsForm(TrainOptions, primary=("loss", "epochs", "minutes", "device"))
         self._loss_tooltips()
+        self.loss_form = OptionsForm(LossOptions)  # all under "Advanced"
         self.device_label = QLabel()
         self.model_out = QgsFileWidget()
         self.model_out.setStorageMode(QgsFileWidget.SaveFile)
@@ -143,6 +151,8 @@ class BfeDock(QgsDockWidget):
         layout.addWidget(QLabel("Base model"))
         layout.addWidget(self.base_model)
         layout.addWidget(self.train_form)
+        layout.addWidget(QLabel("Loss parameters"))
+        layout.addWidget(self.loss_form)
         layout.addWidget(self.device_label)
         layout.addWidget(QLabel("Save the fine-tuned model to"))
         layout.addWidget(self.model_out)
@@ -243,7 +253,12 @@ class BfeDock(QgsDockWidget):
 
     @property
     def _forms(self) -> tuple[OptionsForm, ...]:
-        return (self.rasterize_form, self.train_form, self.predict_form, self.extract_form)
+        return (self.rasterize_form, self.train_form, self.loss_form, self.predict_form,
+                self.extract_form)
+
+    def job(self) -> JobSpec:
+        """The run as the option forms describe it (the same JobSpec every front end builds)."""
+        return JobSpec.from_sections([form.options() for form in self._forms])
 
     def save_settings(self) -> None:
         """Remember the options in the project and in QgsSettings (for new projects)."""
@@ -271,7 +286,7 @@ class BfeDock(QgsDockWidget):
     def start_rasterise(self) -> None:
         self._guarded(lambda folder: RasteriseTask(
             self.inputs.raster(), self.inputs.buildings(folder), folder / "labels.tif",
-            self.rasterize_form.options(), self._rasterised, self._error))
+            self.job().rasterize, self._rasterised, self._error))
 
     def _rasterised(self, path: Path) -> None:
         self._done()
@@ -284,9 +299,8 @@ class BfeDock(QgsDockWidget):
         self._guarded(lambda folder: FinetuneTask(
             self.inputs.raster(), self.inputs.buildings(folder),
             Path(self.model_out.filePath() or folder / "model.safetensors"),
-            self.train_form.options(), self.base_model.filePath() or None,
-            self.inputs.band_list(), self._finetuned, self._finetune_failed,
-            rasterize=self.rasterize_form.options()))
+            self.job(), self.base_model.filePath() or None,
+            self.inputs.band_list(), self._finetuned, self._finetune_failed))
 
     def _finetuned(self, result) -> None:
         self._done()
@@ -316,9 +330,10 @@ class BfeDock(QgsDockWidget):
         model = self.model.path or Path(self._bundled_base())
         extent, aoi = self.inputs.area_limits(folder)
         existing = self.inputs.buildings(folder) if self.inputs.buildings_layer() else None
+        spec = self.job()
         job = ExtractJob(raster, str(model), folder / "probability.tif",
-                         folder / "footprints.gpkg", self.predict_form.options(),
-                         self.extract_form.options(), self.inputs.band_list(), extent, aoi,
+                         folder / "footprints.gpkg", spec.predict, spec.extract,
+                         self.inputs.band_list(), extent, aoi,
                          existing, folder / "hints.gpkg" if self.add_hints.isChecked() else None,
                          previous=self.review.answers_file(folder))
         return ExtractTask(job, self._extracted, self._error)
@@ -352,7 +367,7 @@ class BfeDock(QgsDockWidget):
             round_job(self.inputs.raster(), self.inputs.buildings(folder), self.review.layer,
                       self.review.complete_layer(),
                       str(self.model.path or self._bundled_base()), folder,
-                      self.train_form.options(), self.inputs.band_list()),
+                      self.job(), self.inputs.band_list()),
             self._refined, self._finetune_failed))
 
     def _refined(self, result) -> None:

@@ -12,7 +12,7 @@ class OptionSpec:
     """One option of an ml_core options dataclass."""
 
     name: str
-    kind: type  # bool, int, float or str
+    kind: type  # bool, int, float, str or tuple (per-class numbers, e.g. "0.9, 0.1")
     default: Any
     help: str
     choices: tuple = ()
@@ -23,6 +23,22 @@ class OptionSpec:
     @property
     def label(self) -> str:
         return self.name.replace("_", " ").capitalize()
+
+    def parse(self, text: str) -> Any:
+        """A value from its text (as saved or typed); "" is None. Raises ValueError."""
+        if text == "":
+            return None
+        if self.kind is bool:
+            return text in ("true", "True")
+        if self.kind is tuple:
+            return tuple(float(v) for v in text.replace(" ", ",").split(",") if v)
+        return self.kind(text)
+
+    def text(self, value: Any) -> str:
+        """The text of a value, as :meth:`parse` reads it."""
+        if value is None:
+            return ""
+        return ", ".join(str(v) for v in value) if self.kind is tuple else str(value)
 
 
 def loss_choices() -> tuple:
@@ -41,8 +57,8 @@ REGISTRY_CHOICES: dict[str, Callable[[], tuple]] = {"loss": loss_choices}
 def _base_type(hint: Any) -> tuple[type, bool]:
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     if typing.get_origin(hint) is typing.Union and len(args) == 1:
-        return args[0], True
-    return hint, False
+        return _base_type(args[0])[0], True
+    return typing.get_origin(hint) or hint, False  # tuple[float, ...] -> tuple
 
 
 def option_specs(options_cls: type) -> list[OptionSpec]:

@@ -24,7 +24,7 @@ from osgeo import gdal_array  # noqa: F401  ReadAsArray imports it on first use:
 from qgis.core import Qgis, QgsRasterDataProvider, QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
-from ml_core.config import ExtractOptions, JobSpec, PredictOptions, RasterizeOptions, TrainOptions
+from ml_core.config import ExtractOptions, JobSpec, PredictOptions, RasterizeOptions
 from ml_core.errors import Cancelled
 from ml_core.events import CancelToken, ProgressCallback, ProgressEvent
 
@@ -289,9 +289,7 @@ class ChainJob:
 
     buildings: str
     outdir: Path
-    train: TrainOptions
-    predict: PredictOptions
-    extract: ExtractOptions
+    spec: JobSpec  # the options of every step, as the dock's forms give them
     raster: Optional[str] = None  # a GDAL raster, clipped to ``extent`` when given
     extent: Optional[tuple] = None  # xmin, ymin, xmax, ymax in the raster's CRS
     imagery: Optional[ImageryRequest] = None  # fetched first instead of ``raster``
@@ -328,8 +326,7 @@ class ChainTask(CoreTask):
                 raster = str(clip_raster(job.raster, job.extent, job.outdir / "area.vrt"))
             else:
                 raster = job.raster
-            spec = JobSpec.from_sections([job.train, job.predict, job.extract])
-            return run(raster, job.buildings, job.outdir, spec, base=base, bands=job.bands,
+            return run(raster, job.buildings, job.outdir, job.spec, base=base, bands=job.bands,
                        progress=chain, cancel=cancel)
 
         super().__init__("bfe: find missing buildings", torch_step(step), on_done, on_error)

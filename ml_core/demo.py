@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Optional, Union
 
-from ml_core.config import TrainOptions
+from ml_core.config import JobSpec
 from ml_core.evaluate.metrics import object_metrics, visible_share
 from ml_core.events import CancelToken, ProgressCallback
 from ml_core.io.atomic import atomic_output
@@ -38,7 +38,7 @@ def run_demo(
     outdir: PathLike,
     fraction: float = 0.5,
     seed: int = 0,
-    options: Optional[TrainOptions] = None,
+    job: Optional[JobSpec] = None,
     base: Optional[PathLike] = None,
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,
@@ -52,7 +52,7 @@ def run_demo(
     partial = drop_buildings(buildings, fraction, seed, out / "partial_buildings.gpkg")
     kept = f"{partial.path}|layername=buildings"
     kwargs = {} if base is None else {"base": base}
-    report = run(raster, kept, out, options=options, progress=progress, cancel=cancel, **kwargs)
+    report = run(raster, kept, out, job, progress=progress, cancel=cancel, **kwargs)
     scores = score_demo(raster, buildings, out, report["summary"]["seconds"])
     write_preview(
         raster,

@@ -11,13 +11,12 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Optional, Union
 
 from osgeo import gdal
 
-from ml_core.config import ExtractOptions, PredictOptions, TrainOptions
+from ml_core.config import JobSpec
 from ml_core.errors import InputError
 from ml_core.events import CancelToken, ProgressCallback, check_cancel
 from ml_core.infer.extract import extract_footprints
@@ -41,17 +40,16 @@ def copy_layer(src: PathLike, layer: str, dst: PathLike) -> Path:
 
 
 def run(raster: Optional[PathLike] = None, buildings: Optional[PathLike] = None,
-        outdir: PathLike = "bfe_output", options: Optional[TrainOptions] = None,
+        outdir: PathLike = "bfe_output", job: Optional[JobSpec] = None,
         base: Optional[PathLike] = DEFAULT_BASE, bands: Optional[list] = None,
-        predict_options: Optional[PredictOptions] = None,
-        extract_options: Optional[ExtractOptions] = None,
         progress: Optional[ProgressCallback] = None,
         cancel: Optional[CancelToken] = None) -> dict:
-    """Run the whole chain on ``raster`` + ``buildings`` (both None: the shipped sample).
+    """Run the whole chain on ``raster`` + ``buildings`` (both None: the shipped sample) with
+    the options of ``job`` (default: every default).
 
     Returns the report written to ``report.json``; ``report["summary"]`` is the short version.
     """
-    options = options or TrainOptions()
+    job = job or JobSpec()
     if (raster is None) != (buildings is None):
         raise InputError("Give both a raster and a buildings file, or neither for the sample.")
     raster = Path(raster or SAMPLE_RASTER)
@@ -64,19 +62,18 @@ def run(raster: Optional[PathLike] = None, buildings: Optional[PathLike] = None,
     def lap(name: str) -> None:
         timings[name] = round(time.monotonic() - start - sum(timings.values()), 1)
 
-    labels = rasterize_labels(raster, buildings, out / "labels.tif", progress=progress,
-                              cancel=cancel)
+    labels = rasterize_labels(raster, buildings, out / "labels.tif", job.rasterize,
+                              progress=progress, cancel=cancel)
     lap("rasterize")
-    trained = finetune(raster, buildings, out / "model.safetensors", options, base=base,
-                       bands=bands, mask=labels, progress=progress, cancel=cancel)
+    trained = finetune(raster, buildings, out / "model.safetensors", job.train, base=base,
+                       bands=bands, mask=labels, progress=progress, cancel=cancel,
+                       rasterize=job.rasterize, loss_options=job.loss)
     lap("train")
-    popts = predict_options or PredictOptions(device=options.device)
-    prob = predict_raster(raster, trained.model_path, out / "probability.tif", popts,
+    prob = predict_raster(raster, trained.model_path, out / "probability.tif", job.predict,
                           progress=progress, cancel=cancel)
     lap("predict")
     card = read_card(trained.model_path)
-    eopts = extract_options or ExtractOptions()
-    result = extract_footprints(prob, out / "footprints.gpkg", eopts, existing=buildings,
+    result = extract_footprints(prob, out / "footprints.gpkg", job.extract, existing=buildings,
                                 progress=progress, cancel=cancel)
     check_cancel(cancel)
     copy_layer(out / "footprints.gpkg", "new_buildings", out / "new_buildings.gpkg")
@@ -88,8 +85,7 @@ def run(raster: Optional[PathLike] = None, buildings: Optional[PathLike] = None,
                "seconds": round(time.monotonic() - start, 1)}
     report = {"summary": summary, "inputs": {"raster": str(raster), "buildings": str(buildings),
                                              "base": str(base) if base else None},
-              "train_options": asdict(options), "predict_options": asdict(popts),
-              "extract_options": asdict(eopts), "training_history": trained.history,
+              "options": job.as_dict(), "training_history": trained.history,
               "timings_s": timings}
     with atomic_output(out / "report.json") as tmp:
         tmp.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")

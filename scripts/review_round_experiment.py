@@ -25,7 +25,7 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from ml_core.config import ExtractOptions, PredictOptions, TrainOptions
+from ml_core.config import ExtractOptions, JobSpec, PredictOptions, TrainOptions
 from ml_core.evaluate.metrics import object_metrics
 from ml_core.infer.extract import extract_footprints
 from ml_core.infer.predict import predict_raster
@@ -85,7 +85,8 @@ def run_once(raster: Path, buildings: str, seed: int, args, opts: TrainOptions) 
     rounds = {"round0": {"train": r0, "footprints": ext0}}
     for name, labels in (("control", unreviewed), ("round1", reviewed)):
         (work / name).mkdir()  # own folder, own round log
-        res = review.run_round(raster, kept, labels, r0.model_path, work / name / "model", opts)
+        res = review.run_round(raster, kept, labels, r0.model_path, work / name / "model",
+                               JobSpec(train=opts).for_review_round())
         footprints = extract(raster, res.train.model_path, kept, work / name / "footprints.gpkg")
         review.carry_decisions(labels, footprints)
         rounds[name] = {"train": res.train, "footprints": footprints}

@@ -10,7 +10,6 @@ from ml_core.learn.dataset import (
     Region,
     _crop,
     augment,
-    class_frequency,
     load_regions,
     split_blocks,
     val_crops,
@@ -97,6 +96,3 @@ def test_load_regions_resamples_to_the_model_gsd(make_raster, tmp_path):
     assert reg.image[0, 12, 12] == pytest.approx(2.0)
 
 
-def test_class_frequency_counts_labelled_pixels_only():
-    mask = np.array([[0, 0, 1, UNKNOWN]], np.uint8)
-    assert class_frequency([Region(np.zeros((1, 1, 4), np.float32), mask)]) == (2 / 3, 1 / 3)

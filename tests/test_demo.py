@@ -7,7 +7,7 @@ import numpy as np
 from osgeo import gdal, ogr
 
 from ml_core.cli import main
-from ml_core.config import TrainOptions
+from ml_core.config import JobSpec, TrainOptions
 from ml_core.demo import run_demo
 from ml_core.evaluate.metrics import object_metrics, visible_share
 from ml_core.io.vector import envelope_polygon, read_polygons, srs_of
@@ -41,7 +41,7 @@ def _check_off_imagery(outdir, scores: dict, imagery: ogr.Geometry) -> None:
 
 
 def test_demo_drops_half_and_scores_against_the_dropped(tmp_path):
-    scores = run_demo(tmp_path, 0.5, 0, TINY, base=None)
+    scores = run_demo(tmp_path, 0.5, 0, JobSpec(train=TINY), base=None)
     total = _count(SAMPLE_BUILDINGS)
     assert scores["buildings"] == total and scores["dropped"] == round(total * 0.5)
     assert _count(tmp_path / "partial_buildings.gpkg", "dropped") == scores["dropped"]
@@ -79,6 +79,6 @@ def test_dropped_buildings_off_the_imagery_are_not_scored(tmp_path):
     mask[:, : ds.RasterXSize // 2] = 0
     ds.GetRasterBand(1).GetMaskBand().WriteArray(mask)
     ds = None
-    scores = run_demo(tmp_path / "out", 0.5, 0, TINY, base=None, raster=raster,
+    scores = run_demo(tmp_path / "out", 0.5, 0, JobSpec(train=TINY), base=None, raster=raster,
                       buildings=SAMPLE_BUILDINGS)
     _check_off_imagery(tmp_path / "out", scores, _extent(raster, west_share=0.5))

@@ -8,7 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ml_core.learn.losses import LOSS_DESCRIPTIONS, LOSSES, BoundaryLoss, describe_loss, get_loss
+from ml_core.learn.losses import (
+    LOSS_DESCRIPTIONS,
+    LOSSES,
+    BoundaryLoss,
+    describe_loss,
+    get_loss,
+    loss_params,
+)
 from ml_core.learn.losses.functional import max_filter
 
 NAMES = [
@@ -227,22 +234,26 @@ def test_lace_is_cross_entropy_of_adjusted_logits():
     assert ce.item() == pytest.approx(F.cross_entropy(logits, target, ignore_index=IGNORE).item())
 
 
-def test_prior_auto_takes_the_class_frequency():
+def test_loss_options_set_the_parameters_for_the_class_count():
+    from ml_core.config import LossOptions
+    from ml_core.errors import InputError
+
+    two = loss_params("bd_lace_wdice", LossOptions())
+    assert two == LOSSES["bd_lace_wdice"]  # the defaults are LossOptions'
+    four = loss_params("bd_lace_wdice", LossOptions(lace_tau=0.5, boundary_theta=7), 4)
+    assert len(four["prior"]) == len(four["class_weights"]) == 4
+    assert (four["tau"], four["theta"]) == (0.5, 7)
+    assert loss_params("dice", LossOptions(), 4)["class_weights"] == (1.0,) * 4
     logits, target = _inputs(seed=4)
-    for name in ("lace", "bd_lace_wdice"):
-        auto = get_loss(name, prior="auto")
-        with pytest.raises(RuntimeError, match="set_class_frequency"):
-            auto(logits, target)
-        auto.set_class_frequency((700, 300))  # counts or fractions
-        explicit = get_loss(name, prior=(0.7, 0.3))(logits, target)
-        assert auto(logits, target).item() == pytest.approx(explicit.item(), rel=1e-6)
-    ell = get_loss("ell", frequency="auto")
-    ell.set_class_frequency((0.8, 0.2))
-    explicit = get_loss("ell", frequency=(0.8, 0.2))(logits, target)
-    assert ell(logits, target).item() == pytest.approx(explicit.item(), rel=1e-6)
-    get_loss("dice").set_class_frequency((0.5, 0.5))  # a no-op where unused
-    with pytest.raises(ValueError):
-        get_loss("lace", prior="uniform")
+    got = get_loss("lace", **loss_params("lace", LossOptions(lace_prior=[0.7, 0.3])))
+    explicit = get_loss("lace", prior=(0.7, 0.3))
+    assert got(logits, target).item() == pytest.approx(explicit(logits, target).item())
+    with pytest.raises(InputError, match="one value per class"):
+        loss_params("lace", LossOptions(lace_prior=[0.7, 0.3]), 4)
+    with pytest.raises(InputError, match="odd"):
+        LossOptions(boundary_theta0=4)
+    with pytest.raises(ValueError, match="one per class"):
+        get_loss("lace", prior=(1.0,))
 
 
 # ---- gradients --------------------------------------------------------------------------------
@@ -330,7 +341,7 @@ def test_boundary_with_three_classes_matches_reference():
     logits, target = _inputs(n=2, h=12, w=14, seed=11, block=3)
     logits = torch.cat([logits, torch.randn(2, 1, 12, 14)], 1)
     target[:, 6:9, 2:8] = 2
-    got = BoundaryLoss()(logits, target)
+    got = BoundaryLoss(theta0=3, theta=5, eps=1e-7)(logits, target)
     assert got.item() == pytest.approx(ref_boundary(logits, target), rel=1e-4)
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from osgeo import ogr
 
 from ml_core.cli import main
-from ml_core.config import TrainOptions
+from ml_core.config import JobSpec, TrainOptions
 from ml_core.pipeline import SAMPLE_BUILDINGS, SAMPLE_RASTER, run
 
 TINY = TrainOptions(loss="ce", epochs=1, steps_per_epoch=3, batch_size=2, crop_size=64, width=4,
@@ -14,7 +14,7 @@ TINY = TrainOptions(loss="ce", epochs=1, steps_per_epoch=3, batch_size=2, crop_s
 
 
 def test_run_writes_footprints_new_buildings_and_report(tmp_path):
-    report = run(SAMPLE_RASTER, SAMPLE_BUILDINGS, tmp_path, TINY, base=None)
+    report = run(SAMPLE_RASTER, SAMPLE_BUILDINGS, tmp_path, JobSpec(train=TINY), base=None)
     for name in ("footprints.gpkg", "new_buildings.gpkg", "report.json", "model.safetensors"):
         assert (tmp_path / name).exists(), name
     saved = json.loads((tmp_path / "report.json").read_text())

@@ -25,6 +25,7 @@ from qgis.core import (
     QgsProcessingUtils,
 )
 
+from ml_core.config import JobSpec
 from ml_core.errors import BfeError
 from ml_core.events import CancelToken, ProgressEvent
 
@@ -65,7 +66,7 @@ class BfeAlgorithm(QgsProcessingAlgorithm):
     NAME = ""
     LABEL = ""
     HELP = ""
-    OPTIONS: Optional[type] = None  # the ml_core.config dataclass of this step
+    OPTIONS: tuple = ()  # the ml_core.config dataclasses (JobSpec sections) this step reads
     PRIMARY: tuple = ()  # options shown first; the others are under "Advanced parameters"
     CORE: tuple = ()  # ml_core modules that run_step uses
 
@@ -82,14 +83,20 @@ class BfeAlgorithm(QgsProcessingAlgorithm):
         return type(self)()
 
     def add_options(self) -> None:
-        """Declare one parameter per field of ``OPTIONS``."""
-        for spec in option_specs(self.OPTIONS):
-            self.addParameter(option_parameter(spec, advanced=spec.name not in self.PRIMARY))
+        """Declare one parameter per field of each class of ``OPTIONS``."""
+        for options_cls in self.OPTIONS:
+            for spec in option_specs(options_cls):
+                self.addParameter(option_parameter(spec, advanced=spec.name not in self.PRIMARY))
 
-    def read_options(self, parameters: dict, context: QgsProcessingContext) -> Any:
-        """Build the ``OPTIONS`` dataclass from the parameter values."""
+    def read_job(self, parameters: dict, context: QgsProcessingContext) -> JobSpec:
+        """The job of this run: the ``OPTIONS`` sections from the parameters, others default."""
+        return JobSpec.from_sections([self._read_options(cls, parameters, context)
+                                      for cls in self.OPTIONS])
+
+    def _read_options(self, options_cls: type, parameters: dict,
+                      context: QgsProcessingContext) -> Any:
         values = {}
-        for spec in option_specs(self.OPTIONS):
+        for spec in option_specs(options_cls):
             if spec.optional and parameters.get(spec.name) in (None, ""):
                 values[spec.name] = None
             elif spec.choices:
@@ -101,9 +108,17 @@ class BfeAlgorithm(QgsProcessingAlgorithm):
                 values[spec.name] = self.parameterAsInt(parameters, spec.name, context)
             elif spec.kind is float:
                 values[spec.name] = self.parameterAsDouble(parameters, spec.name, context)
+            elif spec.kind is tuple:
+                text = self.parameterAsString(parameters, spec.name, context)
+                try:
+                    values[spec.name] = spec.parse(text.strip())
+                except ValueError as exc:
+                    raise QgsProcessingException(
+                        f"{spec.label} takes comma-separated numbers, one per class, not "
+                        f"{text!r}.") from exc
             else:
                 values[spec.name] = self.parameterAsString(parameters, spec.name, context)
-        return self.OPTIONS(**values)
+        return options_cls(**values)
 
     def raster_parameter(self, name: str, parameters: dict, context: QgsProcessingContext) -> str:
         """The file path of a raster parameter (GDAL rasters only)."""

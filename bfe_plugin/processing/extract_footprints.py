@@ -19,7 +19,7 @@ class ExtractFootprints(BfeAlgorithm):
     LABEL = "Extract footprints"
     HELP = ("Thresholds a probability raster into footprint polygons (layer 'footprints') and "
             "lists those not in the existing buildings (layer 'new_buildings').")
-    OPTIONS = ExtractOptions
+    OPTIONS = (ExtractOptions,)
     PRIMARY = ("threshold", "min_area")
 
     CORE = ("ml_core.infer.extract",)
@@ -40,7 +40,7 @@ class ExtractFootprints(BfeAlgorithm):
 
         out = self.parameterAsFileOutput(parameters, "OUTPUT", context)
         extract_footprints(self.raster_parameter("INPUT", parameters, context), out,
-                           self.read_options(parameters, context),
+                           self.read_job(parameters, context).extract,
                            existing=vector_input_path(self, "EXISTING", parameters, context),
                            progress=progress, cancel=cancel)
         return {"OUTPUT": out, "FOOTPRINTS": f"{out}|layername=footprints",

@@ -11,7 +11,7 @@ from qgis.core import (
     QgsProcessingParameterVectorLayer,
 )
 
-from ml_core.config import TrainOptions
+from ml_core.config import LossOptions, RasterizeOptions, TrainOptions
 
 from ..sources import base_model
 from .base import BfeAlgorithm, parse_bands, raster_input, vector_input_path
@@ -23,7 +23,7 @@ class Finetune(BfeAlgorithm):
     HELP = ("Fine-tunes a U-Net on the raster and its building polygons. Unlabelled pixels count "
             "as uncertain, so incomplete OSM data is fine. Writes NAME.safetensors with its "
             "NAME.json model card; cancelling keeps the best checkpoint so far.")
-    OPTIONS = TrainOptions
+    OPTIONS = (TrainOptions, RasterizeOptions, LossOptions)
     PRIMARY = ("loss", "epochs", "minutes", "device")
 
     CORE = ("ml_core.learn.train",)
@@ -47,11 +47,13 @@ class Finetune(BfeAlgorithm):
 
         out = self.parameterAsFileOutput(parameters, "OUTPUT", context)
         base = base_model(self.parameterAsFile(parameters, "BASE", context))
+        job = self.read_job(parameters, context)
         result = finetune(self.raster_parameter("INPUT", parameters, context),
                           vector_input_path(self, "BUILDINGS", parameters, context), out,
-                          self.read_options(parameters, context), base=base,
+                          job.train, base=base,
                           bands=parse_bands(self.parameterAsString(parameters, "BANDS", context)),
-                          progress=progress, cancel=cancel)
+                          progress=progress, cancel=cancel, rasterize=job.rasterize,
+                          loss_options=job.loss)
         feedback.pushInfo(f"Stopped after {result.epochs_run} epoch(s) ({result.stopped}); best "
                           f"validation Dice {result.best_val_dice} at epoch {result.best_epoch}.")
         return {"OUTPUT": str(result.model_path), "BEST_VAL_DICE": result.best_val_dice}

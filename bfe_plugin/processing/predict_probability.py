@@ -19,7 +19,7 @@ class PredictProbability(BfeAlgorithm):
     LABEL = "Predict building probability"
     HELP = ("Runs a bfe model over the raster in overlapping, blended tiles and writes a "
             "building probability GeoTIFF (0..1).")
-    OPTIONS = PredictOptions
+    OPTIONS = (PredictOptions,)
     PRIMARY = ("device", "tta")
 
     CORE = ("ml_core.infer.predict",)
@@ -46,7 +46,7 @@ class PredictProbability(BfeAlgorithm):
         out = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         predict_raster(self.raster_parameter("INPUT", parameters, context),
                        self.parameterAsFile(parameters, "MODEL", context), out,
-                       self.read_options(parameters, context),
+                       self.read_job(parameters, context).predict,
                        bands=parse_bands(self.parameterAsString(parameters, "BANDS", context)),
                        extent=extent, progress=progress, cancel=cancel)
         return {"OUTPUT": out}

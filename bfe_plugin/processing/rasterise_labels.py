@@ -18,7 +18,7 @@ class RasteriseLabels(BfeAlgorithm):
     LABEL = "Rasterise labels"
     HELP = ("Burns building polygons onto the raster grid: 1 building, 0 background, 255 unknown. "
             "Inside the optional complete areas unlabelled pixels are background.")
-    OPTIONS = RasterizeOptions
+    OPTIONS = (RasterizeOptions,)
     PRIMARY = ("unknown_margin",)
 
     CORE = ("ml_core.labels.rasterize",)
@@ -40,6 +40,7 @@ class RasteriseLabels(BfeAlgorithm):
         complete = vector_input_path(self, "COMPLETE_AREA", parameters, context)
         rasterize_labels(self.raster_parameter("INPUT", parameters, context),
                          vector_input_path(self, "BUILDINGS", parameters, context),
-                         out, self.read_options(parameters, context), complete_area=complete,
+                         out, self.read_job(parameters, context).rasterize,
+                         complete_area=complete,
                          progress=progress, cancel=cancel)
         return {"OUTPUT": out}

@@ -14,7 +14,7 @@ from typing import Optional
 
 from qgis.core import QgsVectorLayer
 
-from ml_core.config import TrainOptions
+from ml_core.config import JobSpec
 from ml_core.errors import InputError
 
 from ..sources import vector_path
@@ -23,29 +23,32 @@ from ..tasks import CoreTask, OnDone, OnError, torch_step
 
 @dataclass
 class RoundJob:
-    """Everything a review round needs, as plain paths and options."""
+    """Everything a review round needs, as plain paths and options (``spec``: as the round
+    trains it, ``JobSpec.for_review_round``)."""
 
     raster: str
     buildings: str
     new_buildings: str
     current_model: str
     out_model: Path
-    options: TrainOptions
+    spec: JobSpec
     complete_area: Optional[str] = None
     bands: Optional[list] = None
 
 
 def round_job(raster: str, buildings: str, new_layer: Optional[QgsVectorLayer],
               complete_layer: Optional[QgsVectorLayer], current_model: str, folder: Path,
-              options: TrainOptions, bands: Optional[list] = None) -> RoundJob:
-    """Write the reviewed proposals and the complete areas (if any) to files in ``folder``."""
+              spec: JobSpec, bands: Optional[list] = None) -> RoundJob:
+    """Write the reviewed proposals and the complete areas (if any) to files in ``folder``;
+    the round trains with ``spec.for_review_round()``."""
     if new_layer is None:
         raise InputError("Extract buildings and review the proposals before fine-tuning again.")
     complete = None
     if complete_layer is not None and complete_layer.featureCount() > 0:
         complete = vector_path(complete_layer, folder / "complete_areas.gpkg")
     return RoundJob(raster, buildings, vector_path(new_layer, folder / "reviewed.gpkg"),
-                    current_model, folder / "model.safetensors", options, complete, bands)
+                    current_model, folder / "model.safetensors", spec.for_review_round(),
+                    complete, bands)
 
 
 class RefineTask(CoreTask):
@@ -57,7 +60,7 @@ class RefineTask(CoreTask):
         self.job = job
         self.out_model = job.out_model
         step = partial(run_round, job.raster, job.buildings, job.new_buildings,
-                       job.current_model, job.out_model, job.options, job.complete_area,
+                       job.current_model, job.out_model, job.spec, job.complete_area,
                        bands=job.bands)
         super().__init__("bfe: fine-tune again (review round)", torch_step(step), on_done,
                          on_error)

@@ -22,6 +22,8 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
+from ml_core.errors import InputError
+
 from ..optionspec import OptionSpec, option_specs
 
 MAX_NUMBER = 1_000_000
@@ -77,7 +79,7 @@ def _set(editor: QWidget, spec: OptionSpec, value: Any) -> None:
     elif isinstance(editor, (QSpinBox, QDoubleSpinBox)):
         editor.setValue(spec.kind(value or 0))
     else:
-        editor.setText("" if value is None else str(value))
+        editor.setText(spec.text(value))
 
 
 def _get(editor: QWidget, spec: OptionSpec) -> Any:
@@ -88,6 +90,12 @@ def _get(editor: QWidget, spec: OptionSpec) -> Any:
     if isinstance(editor, (QSpinBox, QDoubleSpinBox)):
         value = editor.value()
         return None if spec.optional and value == 0 else spec.kind(value)
+    if spec.kind is tuple:
+        try:
+            return spec.parse(editor.text().strip())
+        except ValueError as exc:
+            raise InputError(f"{spec.label} takes comma-separated numbers, one per class, not "
+                             f"{editor.text()!r}.") from exc
     return editor.text() or (None if spec.optional else spec.default)
 
 
@@ -135,8 +143,10 @@ class OptionsForm(QWidget):
     def save(self) -> None:
         """Write the current values to the project and to QgsSettings."""
         for spec in self.specs:
-            value = _get(self.editors[spec.name], spec)
-            _write(self._key(spec.name), "" if value is None else str(value))
+            editor = self.editors[spec.name]
+            text = (editor.text() if isinstance(editor, QLineEdit)  # as typed: may not parse yet
+                    else spec.text(_get(editor, spec)))
+            _write(self._key(spec.name), text)
 
     def restore(self) -> None:
         """Defaults from the dataclass, overridden by saved values that still parse."""
@@ -146,8 +156,7 @@ class OptionsForm(QWidget):
             if saved is None:
                 continue
             try:
-                value = None if saved == "" else (saved in ("true", "True") if spec.kind is bool
-                                                  else spec.kind(saved))
+                value = spec.parse(saved)
             except ValueError:
                 continue
             _set(self.editors[spec.name], spec, value)

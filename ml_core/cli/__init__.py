@@ -10,9 +10,10 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
-from dataclasses import MISSING, fields
+from dataclasses import MISSING, fields, replace
 from typing import Optional
 
+from ml_core.config import JobSpec, PredictOptions, TrainOptions
 from ml_core.errors import BfeError, Cancelled
 
 COMMAND_MODULES = ("ml_core.cli.geo", "ml_core.cli.train", "ml_core.cli.demo")
@@ -21,6 +22,11 @@ COMMAND_MODULES = ("ml_core.cli.geo", "ml_core.cli.train", "ml_core.cli.demo")
 def csv_list(kind: type):
     """An argparse type for comma-separated values, e.g. ``--bands 1,2,3``."""
     return lambda text: [kind(v) for v in text.split(",") if v]
+
+
+def _csv_tuple(text: str) -> tuple[float, ...]:
+    """A per-class option, e.g. ``--lace-prior 0.9,0.1``."""
+    return tuple(csv_list(float)(text))
 
 
 def add_options(parser: argparse.ArgumentParser, options_cls: type, skip: Sequence[str] = (),
@@ -42,6 +48,7 @@ def add_options(parser: argparse.ArgumentParser, options_cls: type, skip: Sequen
             continue
         allowed = (choices or {}).get(f.name, f.metadata.get("choices"))
         kind = type(default) if default is not None else float  # None defaults are floats
+        kind = _csv_tuple if f.metadata.get("per_class") else kind
         parser.add_argument(flag, type=kind, default=default, choices=allowed, help=help_text)
 
 
@@ -50,6 +57,15 @@ def options_from_args(args: argparse.Namespace, options_cls: type):
     return options_cls(
         **{f.name: getattr(args, f.name) for f in fields(options_cls) if hasattr(args, f.name)}
     )
+
+
+def job_from_args(args: argparse.Namespace, sections: Sequence[type]) -> JobSpec:
+    """The :class:`JobSpec` of a command: ``sections`` (options classes) from the arguments,
+    the others by default; prediction runs on the training device."""
+    job = JobSpec.from_sections([options_from_args(args, cls) for cls in sections])
+    if TrainOptions in sections and PredictOptions not in sections:
+        job = replace(job, predict=replace(job.predict, device=job.train.device))
+    return job
 
 
 def build_parser() -> argparse.ArgumentParser:

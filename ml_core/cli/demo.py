@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ml_core.cli import options_from_args
-from ml_core.cli.train import ProgressBar, add_train_args, ctrl_c_cancels
-from ml_core.config import TrainOptions
+from ml_core.cli import job_from_args
+from ml_core.cli.train import TRAIN_SECTIONS, ProgressBar, add_train_args, ctrl_c_cancels
 
 DEMO_MINUTES = 3.0  # fine-tuning budget of the demo, so that it ends in about five minutes
 
@@ -16,7 +15,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     with ctrl_c_cancels() as cancel:
         scores = run_demo(args.output, args.fraction, args.drop_seed,
-                          options_from_args(args, TrainOptions), base=args.base,
+                          job_from_args(args, TRAIN_SECTIONS), base=args.base,
                           progress=ProgressBar(), cancel=cancel, raster=args.raster,
                           buildings=args.buildings)
     print(describe(scores, args.output))

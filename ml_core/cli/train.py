@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Optional
 
-from ml_core.cli import add_options, csv_list, options_from_args
-from ml_core.config import TrainOptions
+from ml_core.cli import add_options, csv_list, job_from_args
+from ml_core.config import ExtractOptions, LossOptions, RasterizeOptions, TrainOptions
 from ml_core.events import CancelToken, ProgressEvent
 
 
@@ -65,7 +65,11 @@ def _base_arg(value: str) -> Optional[str]:
     return None if value.lower() in ("none", "scratch", "") else value
 
 
+TRAIN_SECTIONS = (RasterizeOptions, TrainOptions, LossOptions)  # what a training command sets
+
+
 def add_train_args(p: argparse.ArgumentParser) -> None:
+    """``--base``, ``--bands`` and the options of ``TRAIN_SECTIONS``."""
     from ml_core.learn.losses import LOSSES
     from ml_core.learn.train import DEFAULT_BASE
 
@@ -73,17 +77,20 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="Model to start from; 'none' trains from scratch (default: shipped base).")
     p.add_argument("--bands", type=csv_list(int), default=None,
                    help="Comma-separated 1-based bands (default: the base model's, else RGB).")
+    add_options(p, RasterizeOptions)
     add_options(p, TrainOptions, choices={"loss": tuple(LOSSES)})
+    add_options(p, LossOptions)
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
     from ml_core.learn.train import finetune
 
+    job = job_from_args(args, TRAIN_SECTIONS)
     with ctrl_c_cancels() as cancel:
-        result = finetune(args.raster, args.buildings or None, args.output,
-                          options_from_args(args, TrainOptions), base=args.base, bands=args.bands,
-                          mask=args.mask, progress=ProgressBar(), cancel=cancel,
-                          resume=args.resume)
+        result = finetune(args.raster, args.buildings or None, args.output, job.train,
+                          base=args.base, bands=args.bands, mask=args.mask,
+                          progress=ProgressBar(), cancel=cancel, resume=args.resume,
+                          rasterize=job.rasterize, loss_options=job.loss)
     print(f"Model written to {result.model_path} (epoch {result.best_epoch}, val Dice "
           f"{result.best_val_dice}, threshold {result.threshold}, stopped: {result.stopped}, "
           f"{result.seconds:.0f} s on {result.device}).")
@@ -95,7 +102,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     with ctrl_c_cancels() as cancel:
         report = run(args.raster, args.buildings, args.output,
-                     options=options_from_args(args, TrainOptions), base=args.base,
+                     job_from_args(args, (*TRAIN_SECTIONS, ExtractOptions)), base=args.base,
                      bands=args.bands, progress=ProgressBar(), cancel=cancel)
     print(json.dumps(report["summary"], indent=2))
     return 0
@@ -138,6 +145,7 @@ def register(subparsers) -> None:
     p.add_argument("buildings", nargs="?")
     p.add_argument("-o", "--output", default="bfe_output", help="Output folder.")
     add_train_args(p)
+    add_options(p, ExtractOptions)
     p.set_defaults(func=_cmd_run)
 
     p = subparsers.add_parser("experiment", help="Reproduce the letter's Table I on real data.")

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from ml_core.config import DEVICE_CHOICES
 from ml_core.errors import InputError
-
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
 
 def _mps_available() -> bool:

@@ -107,7 +107,7 @@ def extract(raster: Path, model: Path, existing: Path, folder: Path,
 def test_full_review_round(sample_crop, user_layer, model, qgis_canvas, tmp_path):
     from bfe_plugin.review.panel import ReviewPanel
     from bfe_plugin.review.refine_task import RefineTask, round_job
-    from ml_core.config import TrainOptions
+    from ml_core.config import JobSpec, TrainOptions
     from ml_core.io.vector import srs_of
     from ml_core.labels.rasterize import read_mask
     from ml_core.review.loop import read_round_log
@@ -143,10 +143,13 @@ def test_full_review_round(sample_crop, user_layer, model, qgis_canvas, tmp_path
     folder.mkdir()
     # the original OSM buildings are the saved file; the accepted ones come from the review
     job = round_job(str(raster), str(mine_path), new, panel.complete_layer(), str(model),
-                    folder, TrainOptions(**TINY))
+                    folder, JobSpec(train=TrainOptions(**TINY)))
+    assert job.spec.train.ignore_confident is None and job.spec.train.keep_start  # the round's
     result = run_task(RefineTask(job, lambda _r: None, lambda *_e: None))
     assert result.train.model_path.exists()
-    assert read_round_log(result.train.model_path)[-1]["labels_added"] == 2
+    logged = read_round_log(result.train.model_path)[-1]
+    assert logged["labels_added"] == 2
+    assert (logged["ignore_confident"], logged["keep_start"]) == (None, True)
 
     # 4. the second round's mask: accepted polygons are buildings, the rejected one background
     mask = read_mask(result.labels.mask)

@@ -15,9 +15,7 @@ class BoundaryLoss(SegLoss):
     unknown pixels are handled as described in :func:`functional.boundary_f1_loss`.
     """
 
-    def __init__(
-        self, theta0: int = 3, theta: int = 5, eps: float = 1e-7, ignore_index: int = 255
-    ) -> None:
+    def __init__(self, *, theta0: int, theta: int, eps: float, ignore_index: int = 255) -> None:
         super().__init__(ignore_index)
         for name, size in (("theta0", theta0), ("theta", theta)):
             if size < 1 or size % 2 == 0:

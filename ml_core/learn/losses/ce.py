@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from torch import Tensor
 
 from ml_core.learn.losses import functional as LF
-from ml_core.learn.losses.base import ClassValues, SegLoss
+from ml_core.learn.losses.base import SegLoss, class_vector
 
 
 class CrossEntropyLoss(SegLoss):
@@ -18,17 +20,14 @@ class CrossEntropyLoss(SegLoss):
 class LogitAdjustedCELoss(SegLoss):
     """LACE (Menon et al. 2021): ``cross_entropy(logits + tau * log(prior))``.
 
-    ``prior`` is per class (background, building), at any scale; ``"auto"`` takes the class
-    frequency of the training masks, passed by the trainer through ``set_class_frequency``.
-    ``prior=(0.5, 0.5)`` (or ``tau=0``) is plain cross-entropy.
+    ``prior`` is per class (background, building, ...), at any scale; equal priors (or
+    ``tau=0``) give plain cross-entropy. Defaults: ``ml_core.config.LossOptions``.
     """
 
-    def __init__(
-        self, tau: float = 1.0, prior: ClassValues = (0.9, 0.1), ignore_index: int = 255
-    ) -> None:
+    def __init__(self, *, tau: float, prior: Sequence[float], ignore_index: int = 255) -> None:
         super().__init__(ignore_index)
         self.tau = tau
-        self.class_buffer("log_prior", prior, Tensor.log)
+        self.register_buffer("log_prior", class_vector(prior, "prior").log(), persistent=False)
 
     def compute(self, batch: LF.Prepared) -> Tensor:
         return LF.logit_adjusted_cross_entropy(batch, self.log_prior, self.tau)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 from torch import Tensor, nn
 
@@ -20,11 +20,3 @@ class CombinedLoss(SegLoss):
 
     def compute(self, batch: Prepared) -> Tensor:
         return sum(self.weights[key] * term.compute(batch) for key, term in self.terms.items())
-
-    @property
-    def waits_for_frequency(self) -> bool:
-        return any(term.waits_for_frequency for term in self.terms.values())
-
-    def set_class_frequency(self, frequency: Sequence[float]) -> None:
-        for term in self.terms.values():
-            term.set_class_frequency(frequency)

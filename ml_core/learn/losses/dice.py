@@ -13,15 +13,12 @@ from ml_core.learn.losses.base import SegLoss, class_vector
 class DiceLoss(SegLoss):
     """``1 - sum_c w_c dice_c / sum_c w_c``, soft Dice per class summed over the batch.
 
-    ``class_weights`` (background, building): equal for ``dice``, (0.1, 0.9) for ``wdice``;
+    ``class_weights`` (background, building, ...): equal for ``dice``, (0.1, 0.9) for ``wdice``;
     ``smooth`` is added to numerator and denominator (an empty class has Dice 1).
     """
 
     def __init__(
-        self,
-        class_weights: Sequence[float] = (1.0, 1.0),
-        smooth: float = 1e-5,
-        ignore_index: int = 255,
+        self, *, class_weights: Sequence[float], smooth: float, ignore_index: int = 255
     ) -> None:
         super().__init__(ignore_index)
         self.smooth = smooth
@@ -38,7 +35,7 @@ class NoiseRobustDiceLoss(SegLoss):
     ``gamma`` in [1, 2]: 2 gives an MSE-like, 1 an MAE-like (most noise-robust) loss.
     """
 
-    def __init__(self, gamma: float = 1.5, eps: float = 1e-5, ignore_index: int = 255) -> None:
+    def __init__(self, *, gamma: float, eps: float, ignore_index: int = 255) -> None:
         super().__init__(ignore_index)
         if gamma < 1:
             raise ValueError(f"gamma must be >= 1 (finite gradient at p = y), not {gamma}")
