@@ -5,9 +5,11 @@ Any other raster and complete building layer can stand in for the sample (``--ra
 
 1. drop a seeded 50 % of the sample's buildings (``labels.drop_buildings``);
 2. run the whole chain on the rest (``pipeline.run``: rasterise, fine-tune, extract);
-3. score the new buildings against the dropped ones that the imagery shows (at least half of
-   the footprint on valid pixels: masked or off-raster buildings cannot be found), and write a
-   PNG preview.
+3. score, one to one at IoU >= 0.5 (``evaluate.matching``), the new buildings against the
+   dropped ones that the imagery shows (at least half of the footprint on valid pixels: masked
+   or off-raster buildings cannot be found) and all footprints against all buildings, with the
+   share of merged polygons; the coverage figures of before come as a secondary line. Write the
+   scores (``demo_scores.json``, and under ``demo`` in ``report.json``) and a PNG preview.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 from ml_core.config import JobSpec
+from ml_core.evaluate.matching import describe as describe_matching
 from ml_core.evaluate.metrics import object_metrics, visible_share
 from ml_core.events import CancelToken, ProgressCallback
 from ml_core.io.atomic import atomic_output
@@ -65,43 +68,59 @@ def run_demo(
     )
     with atomic_output(out / "demo_scores.json") as tmp:
         tmp.write_text(json.dumps(scores, indent=2), encoding="utf-8")
+    with atomic_output(out / "report.json") as tmp:
+        tmp.write_text(json.dumps({**report, "demo": scores}, indent=2, default=str),
+                       encoding="utf-8")
     return scores
 
 
+def _one_to_one(figures: dict) -> dict:
+    """The one-to-one figures of an ``object_metrics`` dict, rounded for the report."""
+    keys = ("f1", "precision", "recall", "mean_iou", "merged_share", "split_share", "matched",
+            "n_pred", "n_truth")
+    return {k: round(figures[k], 3) for k in keys}
+
+
 def score_demo(raster: PathLike, buildings: PathLike, outdir: PathLike, seconds: float) -> dict:
-    """Scores of the new buildings in ``outdir`` against the dropped ones the imagery shows
-    (recall) and against all of ``buildings`` (precision)."""
+    """Scores of the run in ``outdir``: new buildings against the dropped ones the imagery shows
+    and all footprints against all of ``buildings``, one to one; coverage figures secondary."""
     out = Path(outdir)
     partial = out / "partial_buildings.gpkg"
     new = f"{out / 'footprints.gpkg'}|layername=new_buildings"
+    footprints = f"{out / 'footprints.gpkg'}|layername=footprints"
     dropped = read_polygons(f"{partial}|layername=dropped", None, what="dropped buildings")
     shown = visible_share(raster, dropped) >= VISIBLE
     vs_dropped = object_metrics(new, replace(dropped, geoms=[g for g, s in zip(dropped.geoms, shown)
                                                              if s]))
-    vs_all = object_metrics(new, buildings)
+    vs_all = object_metrics(footprints, buildings)
+    new_vs_all = object_metrics(new, buildings)
     return {
         "buildings": vs_all["n_truth"],
         "dropped": len(dropped.geoms),
         "dropped_off_imagery": int((~shown).sum()),
         "new_buildings": vs_dropped["n_pred"],
-        "recall_of_dropped": round(vs_dropped["recall"], 3),
-        "precision": round(vs_all["precision"], 3),
-        "precision_vs_dropped_only": round(vs_dropped["precision"], 3),
+        "footprints": vs_all["n_pred"],
+        "new_vs_dropped": _one_to_one(vs_dropped),
+        "footprints_vs_buildings": _one_to_one(vs_all),
+        "coverage_recall_of_dropped": round(vs_dropped["coverage_recall"], 3),
+        "coverage_precision_of_new": round(new_vs_all["coverage_precision"], 3),
         "seconds": seconds,
     }
 
 
 def describe(scores: dict, outdir: PathLike) -> str:
-    """A few lines for the terminal."""
+    """A few lines for the terminal: the one-to-one figures first."""
     return (
         f"Dropped {scores['dropped']} of {scores['buildings']} OSM buildings "
         f"({scores['dropped_off_imagery']} of them mostly off the imagery, not scored); bfe "
         f"proposed {scores['new_buildings']} new buildings in {scores['seconds']:.0f} s.\n"
-        f"Recall of the dropped buildings: {scores['recall_of_dropped']:.2f} "
-        "(found = predictions cover >= 50 % of it)\n"
-        f"Precision of the new buildings:  {scores['precision']:.2f} "
-        f"(overlap a real building; {scores['precision_vs_dropped_only']:.2f} counting only "
-        "dropped ones)\n"
+        f"New buildings vs the dropped ones, one to one at IoU >= 0.5: "
+        f"{describe_matching(scores['new_vs_dropped'])}\n"
+        f"All {scores['footprints']} footprints vs all buildings: "
+        f"{describe_matching(scores['footprints_vs_buildings'])}\n"
+        f"Coverage (secondary; found = predictions cover >= 50 %, however many buildings one "
+        f"covers): recall of the dropped buildings {scores['coverage_recall_of_dropped']:.2f}, "
+        f"share of new buildings on a real one {scores['coverage_precision_of_new']:.2f}\n"
         f"Outputs in {outdir}: footprints.gpkg (layers footprints, new_buildings), "
         "new_buildings.gpkg, report.json, demo_scores.json, preview.png "
         "(yellow: kept OSM, cyan: dropped OSM, red: new)."

@@ -46,7 +46,16 @@ def test_demo_drops_half_and_scores_against_the_dropped(tmp_path):
     assert scores["buildings"] == total and scores["dropped"] == round(total * 0.5)
     assert _count(tmp_path / "partial_buildings.gpkg", "dropped") == scores["dropped"]
     assert scores["new_buildings"] == _count(tmp_path / "new_buildings.gpkg")
-    assert 0 <= scores["recall_of_dropped"] <= 1 and 0 <= scores["precision"] <= 1
+    assert scores["footprints"] == _count(tmp_path / "footprints.gpkg", "footprints")
+    for key, n_pred, n_truth in (
+            ("new_vs_dropped", scores["new_buildings"],
+             scores["dropped"] - scores["dropped_off_imagery"]),
+            ("footprints_vs_buildings", scores["footprints"], total)):
+        m = scores[key]
+        assert (m["n_pred"], m["n_truth"]) == (n_pred, n_truth)
+        assert 0 <= m["matched"] <= min(n_pred, n_truth)
+        assert m["f1"] == round(2 * m["matched"] / (n_pred + n_truth), 3)
+        assert 0 <= m["merged_share"] <= 1 and (m["matched"] == 0) == (m["mean_iou"] == 0)
     # the sample's imagery has no gaps, but OSM buildings at its edges reach beyond it
     _check_off_imagery(tmp_path, scores, _extent(SAMPLE_RASTER))
     dropped = read_polygons(f"{tmp_path / 'partial_buildings.gpkg'}|layername=dropped", None)
@@ -54,8 +63,11 @@ def test_demo_drops_half_and_scores_against_the_dropped(tmp_path):
                                                       visible_share(SAMPLE_RASTER, dropped))
                                     if v >= 0.5])
     new = f"{tmp_path / 'footprints.gpkg'}|layername=new_buildings"
-    assert scores["recall_of_dropped"] == round(object_metrics(new, shown)["recall"], 3)
+    assert scores["coverage_recall_of_dropped"] == round(
+        object_metrics(new, shown)["coverage_recall"], 3)
     assert json.loads((tmp_path / "demo_scores.json").read_text()) == scores
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["demo"] == scores and "summary" in report
     assert (tmp_path / "preview.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -67,7 +79,9 @@ def test_cli_demo_on_another_raster_and_layer(tmp_path, capsys):
                  *flags]) == 0
     scores = json.loads((tmp_path / "demo_scores.json").read_text())
     assert scores["dropped"] == round(_count(SAMPLE_BUILDINGS) * 0.3)
-    assert "Recall of the dropped buildings" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "New buildings vs the dropped ones, one to one at IoU >= 0.5: F1 " in out
+    assert out.index("one to one") < out.index("Coverage (secondary")
 
 
 def test_dropped_buildings_off_the_imagery_are_not_scored(tmp_path):

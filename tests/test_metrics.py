@@ -82,6 +82,8 @@ def test_object_metrics_reprojects_polygon_sets(make_vector):
     m = object_metrics(pred, truth)
     assert (m["recall"], m["precision"], m["matched"]) == (0.5, 1.0, 1)
     assert m["mean_iou"] == pytest.approx(1.0)
+    swapped = object_metrics(truth, pred)  # measured from geographic coordinates (numpy floats)
+    assert (swapped["precision"], swapped["recall"]) == (0.5, 1.0)
     assert truth.srs.IsSame(srs_of("EPSG:4326"))  # the caller's set is left as it was
 
 

@@ -2,7 +2,9 @@
 
 Drawn with :class:`CompleteAreaTool` (left click adds a vertex, right click closes the
 polygon, Esc starts over) into bfe's own memory layer "bfe complete areas", or taken from any
-polygon layer the user picks. Inside them unlabelled pixels count as true background.
+polygon layer the user picks. A complete area only adds certainty: inside it, whatever is
+neither mapped nor accepted counts as background; outside it the labels do not change
+(``ml_core.review.loop.round_labels``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from qgis.core import (
     QgsCoordinateTransform,
     QgsFeature,
     QgsGeometry,
+    QgsLayerTreeGroup,
     QgsPointXY,
     QgsProject,
     QgsVectorLayer,
@@ -27,15 +30,19 @@ LAYER_NAME = "bfe complete areas"
 
 
 def complete_area_layer(crs: QgsCoordinateReferenceSystem,
-                        project: Optional[QgsProject] = None) -> QgsVectorLayer:
-    """bfe's memory layer of complete areas in ``project`` (created on first use)."""
+                        project: Optional[QgsProject] = None,
+                        group: Optional[QgsLayerTreeGroup] = None) -> QgsVectorLayer:
+    """bfe's memory layer of complete areas in ``project`` (created on first use, on top of
+    ``group``, bfe's group of the raster, when given)."""
     project = project or QgsProject.instance()
     for layer in project.mapLayersByName(LAYER_NAME):
         if layer.providerType() == "memory":
             return layer
     layer = QgsVectorLayer(f"Polygon?crs={crs.authid()}", LAYER_NAME, "memory")
     layer.renderer().symbol().setColor(QColor(0, 120, 255, 50))
-    project.addMapLayer(layer)
+    project.addMapLayer(layer, group is None)
+    if group is not None:
+        group.insertLayer(0, layer)
     return layer
 
 

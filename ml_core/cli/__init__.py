@@ -1,22 +1,28 @@
 """The ``bfe`` command line: one subcommand per pipeline step, options from ``ml_core.config``.
 
 Each module in ``COMMAND_MODULES`` exposes ``register(subparsers)``; a subcommand's parser sets
-``func(args) -> int``. User errors are printed without a traceback and exit with status 2.
+``func(args) -> int``. User errors are printed without a traceback and exit with status 2; Ctrl-C
+and SIGTERM cancel (partial outputs removed) with status 130 and 143; anything unexpected is one
+line (``BFE_DEBUG=1`` shows the traceback) with status 1. GDAL warnings are not printed.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import math
+import os
+import signal
 import sys
+import traceback
 from collections.abc import Sequence
 from dataclasses import MISSING, fields, replace
 from typing import Optional
 
 from ml_core.config import JobSpec, PredictOptions, TrainOptions
-from ml_core.errors import BfeError, Cancelled
+from ml_core.errors import BfeError, Cancelled, OutputError
 
-COMMAND_MODULES = ("ml_core.cli.geo", "ml_core.cli.train", "ml_core.cli.demo")
+COMMAND_MODULES = ("ml_core.cli.geo", "ml_core.cli.train", "ml_core.cli.demo", "ml_core.cli.osm")
 
 
 def csv_list(kind: type):
@@ -27,6 +33,25 @@ def csv_list(kind: type):
 def _csv_tuple(text: str) -> tuple[float, ...]:
     """A per-class option, e.g. ``--lace-prior 0.9,0.1``."""
     return tuple(csv_list(float)(text))
+
+
+def finite_float(text: str) -> float:
+    """An argparse type: a finite number (NaN and infinity pass every range check otherwise)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, not {text}")
+    return value
+
+
+def bounded_int(low: int):
+    """An argparse type: a whole number of at least ``low``."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, not {value}")
+        return value
+    parse.__name__ = "int"  # argparse names the type in "invalid int value"
+    return parse
 
 
 def add_options(parser: argparse.ArgumentParser, options_cls: type, skip: Sequence[str] = (),
@@ -48,6 +73,7 @@ def add_options(parser: argparse.ArgumentParser, options_cls: type, skip: Sequen
             continue
         allowed = (choices or {}).get(f.name, f.metadata.get("choices"))
         kind = type(default) if default is not None else float  # None defaults are floats
+        kind = finite_float if kind is float else kind
         kind = _csv_tuple if f.metadata.get("per_class") else kind
         parser.add_argument(flag, type=kind, default=default, choices=allowed, help=help_text)
 
@@ -78,17 +104,64 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_gdal() -> None:
+    """GDAL prints warnings ("Warning 1: ...") itself; bfe reports what matters as messages."""
+    if not os.environ.get("BFE_DEBUG"):
+        from osgeo import gdal
+
+        gdal.PushErrorHandler("CPLQuietErrorHandler")
+
+
+def _hide_close_errors(hook):
+    """A GDAL dataset closed by garbage collection after a failed write raises where nothing
+    can catch it; the write itself already reported that failure as one message."""
+    def unraisable(info) -> None:
+        if isinstance(info.exc_value, RuntimeError) and "delete_" in repr(info.object):
+            return
+        hook(info)
+    return unraisable
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``bfe`` command."""
-    args = build_parser().parse_args(argv)
+    from ml_core.cli.train import interrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)  # cleans up as Ctrl-C does
+    hook, sys.unraisablehook = sys.unraisablehook, _hide_close_errors(sys.unraisablehook)
     try:
+        return _run(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        sys.unraisablehook = hook
+
+
+def _run(argv: Optional[Sequence[str]]) -> int:
+    from ml_core.cli.train import last_signal
+
+    try:
+        args = build_parser().parse_args(argv)
+        _quiet_gdal()
         return int(args.func(args) or 0)
-    except Cancelled:
-        print("bfe: cancelled.", file=sys.stderr)
-        return 130
+    except (Cancelled, KeyboardInterrupt):
+        print("bfe: cancelled; unfinished outputs were removed.", file=sys.stderr)
+        return 128 + last_signal()
     except BfeError as exc:
         print(f"bfe: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        print(f"bfe: error: {OutputError(f'{exc.filename or exc}: {exc.strerror or exc}')}",
+              file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("bfe: error: out of memory; use a smaller --tile-size, --batch-size or "
+              "--crop-size.", file=sys.stderr)
+        return 2
+    except Exception as exc:  # the last resort: one line, never a traceback
+        if os.environ.get("BFE_DEBUG"):
+            traceback.print_exc()
+        print(f"bfe: unexpected error (please report it): {type(exc).__name__}: {exc}. "
+              "BFE_DEBUG=1 shows the details.", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -50,15 +50,40 @@ class ProgressBar:
         self.stream.flush()
 
 
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_received = [signal.SIGINT]  # the signal that cancelled the last command (its exit status)
+
+
+def last_signal() -> int:
+    """The signal behind the last cancellation (SIGINT unless a SIGTERM came)."""
+    return int(_received[-1])
+
+
+def interrupt(signum: int, _frame) -> None:
+    """Outside a cancellable step, SIGTERM interrupts like Ctrl-C (``finally`` blocks clean up)."""
+    _received[:] = [signum]
+    raise KeyboardInterrupt
+
+
 @contextlib.contextmanager
 def ctrl_c_cancels() -> Iterator[CancelToken]:
-    """A cancel token set by Ctrl-C while the block runs (training stops within ~2 s)."""
+    """A cancel token set by Ctrl-C or SIGTERM while the block runs (training stops within
+    ~2 s, unfinished outputs are removed); a second signal interrupts at once."""
     token = CancelToken()
-    previous = signal.signal(signal.SIGINT, lambda *_: token.cancel())
+    _received[:] = [signal.SIGINT]
+
+    def handler(signum, _frame) -> None:
+        _received[:] = [signum]
+        if token.cancelled:
+            raise KeyboardInterrupt
+        token.cancel()
+
+    previous = {s: signal.signal(s, handler) for s in _SIGNALS}
     try:
         yield token
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 def _base_arg(value: str) -> Optional[str]:

@@ -129,7 +129,7 @@ def area_meter(*sets: PolygonSet) -> AreaMeter:
     for s in sets:
         if s.geoms:
             x0, x1, y0, y1 = s.envelope()
-            return AreaMeter(s.srs, ((x0 + x1) / 2, (y0 + y1) / 2))
+            return AreaMeter(s.srs, (float(x0 + x1) / 2, float(y0 + y1) / 2))  # not numpy
     return AreaMeter(sets[0].srs, (0.0, 0.0))
 
 

@@ -28,7 +28,7 @@ from ml_core.config import DEFAULT_THRESHOLD, THRESHOLD_KEY, ExtractOptions
 from ml_core.errors import InputError
 from ml_core.events import CancelToken, ProgressCallback, ProgressEvent, check_cancel, emit
 from ml_core.io import raster as gdalio
-from ml_core.io.atomic import atomic_output, check_writable
+from ml_core.io.atomic import atomic_output, check_not_input, check_writable, close_vector
 from ml_core.io.vector import (
     AreaMeter,
     BoxIndex,
@@ -182,7 +182,7 @@ def zonal_mean(ds: gdal.Dataset, geoms: list,
     return np.divide(sums, counts, out=np.full_like(sums, np.nan), where=counts > 0)[1:]
 
 
-def _write(path: Path, footprints: list, srs: osr.SpatialReference, ct) -> None:
+def _write(path: Path, footprints: list, srs: osr.SpatialReference, ct, final: Path) -> None:
     out = create_gpkg(path)
     layers = {}
     for name in ("footprints", "new_buildings"):
@@ -215,6 +215,7 @@ def _write(path: Path, footprints: list, srs: osr.SpatialReference, ct) -> None:
 
 
 def probability_threshold(ds: gdal.Dataset, options: ExtractOptions) -> float:
+    close_vector(out, final)  # the spatial index is written here: a full disk fails it
     """The user's threshold, else the one the model stored with its probability raster."""
     if options.threshold is not None:
         return options.threshold
@@ -251,6 +252,7 @@ def extract_footprints(prob_path: gdalio.RasterLike, out_path: PathLike,
         existing_geoms += read_polygons(path, srs, what="existing buildings",
                                         progress=progress).geoms
     gt = ds.GetGeoTransform()
+    check_not_input(out_path, prob_path, existing)
     px_crs, px_m = abs(gt[1]), gdalio.pixel_size_m(ds)
     to_crs = px_crs / px_m  # CRS units per metre at the raster centre
     meter = AreaMeter.at_centre_of(ds)
@@ -277,7 +279,7 @@ def extract_footprints(prob_path: gdalio.RasterLike, out_path: PathLike,
     for f, score in zip(footprints, np.nan_to_num(scores)):
         f.score = float(score)
     with atomic_output(out_path) as tmp:
-        _write(tmp, footprints, out_srs, transform(srs, out_srs))
+        _write(tmp, footprints, out_srs, transform(srs, out_srs), out_path)
     n_new = sum(f.is_new for f in footprints)
     emit(progress, ProgressEvent("extract", 1.0, f"{len(footprints)} footprints, {n_new} new"))
     return ExtractResult(Path(out_path), len(footprints), n_new)

@@ -33,7 +33,7 @@ from ml_core.events import CancelToken, ProgressCallback, ProgressEvent, check_c
 from ml_core.infer.thresholds import Thresholds
 from ml_core.infer.tiling import Window, blend_weights, tile_windows
 from ml_core.io import raster as gdalio
-from ml_core.io.atomic import atomic_output, check_writable
+from ml_core.io.atomic import atomic_output, check_not_input, check_writable, close_raster
 from ml_core.io.vector import (
     BoxIndex,
     PolygonSet,
@@ -204,6 +204,9 @@ def predict_raster(raster: gdalio.RasterLike, model: Union[LoadedModel, PathLike
     scale = gdalio.gsd_scale(ds, card.gsd_m)
     multiple = getattr(loaded.net, "multiple", 1)
     net_tile = math.ceil(options.tile_size / multiple) * multiple
+    model_file = None if isinstance(model, LoadedModel) else Path(model)
+    check_not_input(out_path, raster, aoi, model_file,
+                    model_file and model_file.with_suffix(".json"))
     tile = max(1, round(net_tile / scale))
     overlap = min(round(options.overlap / scale), tile // 2)
     windows = tile_windows(ds.RasterXSize, ds.RasterYSize, tile, overlap, region)
@@ -234,7 +237,8 @@ def predict_raster(raster: gdalio.RasterLike, model: Union[LoadedModel, PathLike
             emit(progress, ProgressEvent("predict", done / len(windows),
                                          f"tile {done}/{len(windows)}", device=str(device)))
         blender.finish()
-        out.FlushCache()
+        check_cancel(cancel)  # Ctrl-C in the last batch still cancels
+        close_raster(out, out_path)
         out = blender = None
     return Path(out_path)
 

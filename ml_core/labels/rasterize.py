@@ -24,7 +24,13 @@ from ml_core.config import RasterizeOptions
 from ml_core.errors import InputError
 from ml_core.events import CancelToken, ProgressCallback, ProgressEvent, check_cancel, emit
 from ml_core.io import raster as gdalio
-from ml_core.io.atomic import atomic_output, check_writable
+from ml_core.io.atomic import (
+    atomic_output,
+    check_not_input,
+    check_writable,
+    close_raster,
+    close_vector,
+)
 from ml_core.io.vector import (
     as_list,
     burn,
@@ -79,6 +85,7 @@ def rasterize_labels(raster: gdalio.RasterLike, buildings, out_path: PathLike,
     ds = gdalio.open_raster(raster)
     name = gdalio.raster_name(ds)
     check_writable(out_path)
+    check_not_input(out_path, raster, buildings, complete_area, background)
     layers = _polygon_layers(buildings, ds, "buildings", progress)
     check_overlap(ds, [p for *_, p in layers], name)
     complete = _polygon_layers(complete_area, ds, "complete-area", progress)
@@ -112,7 +119,7 @@ def rasterize_labels(raster: gdalio.RasterLike, buildings, out_path: PathLike,
             mask[~gdalio.read_validity(ds, bands, 0, y0, W, h, rule=rule)] = UNKNOWN
             band.WriteArray(mask, 0, y0)
             emit(progress, ProgressEvent("rasterize", (y0 + h) / H, f"rows {y0 + h}/{H}"))
-        out.FlushCache()
+        close_raster(out, out_path)
         out = band = None
     return Path(out_path)
 
@@ -129,10 +136,11 @@ def read_mask(path: PathLike) -> np.ndarray:
 
 def write_mask(like: PathLike, mask: np.ndarray, path: PathLike) -> Path:
     """Write a label mask array on the grid of raster ``like`` (atomically)."""
-    with atomic_output(path) as tmp:
+    with atomic_output(path, inputs=[like]) as tmp:
         ds = gdalio.create_like(gdalio.open_raster(like), tmp, 0, 0, mask.shape[1], mask.shape[0],
                              gdal.GDT_Byte)
         ds.GetRasterBand(1).WriteArray(mask)
+        close_raster(ds, path)
         ds = None
     return Path(path)
 
@@ -161,6 +169,7 @@ def drop_buildings(buildings: PathLike, fraction: float, seed: int,
     _check_fraction(fraction)
     read_polygons(buildings, what="buildings")  # validates: exists, CRS, polygons, not empty
     check_writable(out_path)
+    check_not_input(out_path, buildings)
     _src, layer = open_layer(buildings)
     fids = np.array(sorted(f.GetFID() for f in layer))
     n_drop = round(fraction * len(fids))
@@ -175,6 +184,7 @@ def drop_buildings(buildings: PathLike, fraction: float, seed: int,
             new.SetFrom(feat)
             new.SetField("src_fid", feat.GetFID())
             dst.CreateFeature(new)
+        close_vector(out, out_path)
         out = targets = None
     return DropResult(Path(out_path), len(fids) - n_drop, n_drop)
 

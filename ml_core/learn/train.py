@@ -20,6 +20,7 @@ from typing import Optional, Union
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ml_core.config import LossOptions, RasterizeOptions, TrainOptions
@@ -28,7 +29,7 @@ from ml_core.evaluate.metrics import f_beta, pixel_counts, pixel_metrics_from_co
 from ml_core.events import CancelToken, ProgressCallback, ProgressEvent, check_cancel, emit
 from ml_core.infer.predict import probability_bands
 from ml_core.io import raster as gdalio
-from ml_core.io.atomic import check_writable
+from ml_core.io.atomic import atomic_output, check_not_input, check_writable
 from ml_core.labels.classes import is_building
 from ml_core.labels.rasterize import rasterize_labels
 from ml_core.learn.dataset import (
@@ -99,11 +100,9 @@ def save_state(out_model: PathLike, optimizer: torch.optim.Optimizer, scalars: d
             val = val if torch.is_tensor(val) else torch.tensor(val)
             tensors[f"opt.{idx}.{key}"] = val.detach().cpu().contiguous()
     data = {**scalars, "param_groups": sd["param_groups"]}
-    for path, write in ((tensor_path, lambda p: save_file(tensors, str(p))),
-                        (json_path, lambda p: p.write_text(json.dumps(data), encoding="utf-8"))):
-        tmp = path.with_name(path.name + ".part")
-        write(tmp)
-        os.replace(tmp, path)
+    with atomic_output(tensor_path) as tmp_t, atomic_output(json_path) as tmp_j:
+        save_file(tensors, str(tmp_t))
+        tmp_j.write_text(json.dumps(data), encoding="utf-8")
 
 
 def load_state(out_model: PathLike, optimizer: torch.optim.Optimizer) -> dict:
@@ -112,17 +111,23 @@ def load_state(out_model: PathLike, optimizer: torch.optim.Optimizer) -> dict:
     if not (tensor_path.exists() and json_path.exists()):
         raise InputError(f"Cannot resume: {tensor_path.name} or {json_path.name} is missing beside "
                          f"{out_model}. Train without --resume.")
-    tensors = load_file(str(tensor_path))
-    data = json.loads(json_path.read_text(encoding="utf-8"))
-    state: dict = {}
-    for name, val in tensors.items():
-        if name.startswith("opt."):
-            _, idx, key = name.split(".", 2)
-            state.setdefault(int(idx), {})[key] = val
-    groups = [{k: tuple(v) if k == "betas" else v for k, v in g.items()}  # JSON made it a list
-              for g in data.pop("param_groups")]
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
-    torch.set_rng_state(tensors["rng.torch"])
+    try:
+        tensors = load_file(str(tensor_path))
+        data = json.loads(json_path.read_text(encoding="utf-8"))
+        state: dict = {}
+        for name, val in tensors.items():
+            if name.startswith("opt."):
+                _, idx, key = name.split(".", 2)
+                state.setdefault(int(idx), {})[key] = val
+        groups = [{k: tuple(v) if k == "betas" else v for k, v in g.items()}  # JSON: a list
+                  for g in data.pop("param_groups")]
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
+        torch.set_rng_state(tensors["rng.torch"])
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError, AttributeError,
+            RuntimeError) as exc:  # a torn or edited state: never a traceback
+        raise InputError(f"Cannot resume: the training state {tensor_path.name} / "
+                         f"{json_path.name} beside {out_model} is corrupt ({type(exc).__name__}: "
+                         f"{exc}). Train without --resume.") from exc
     return data
 
 
@@ -361,6 +366,11 @@ def finetune(raster: PathLike, labels: Union[PathLike, Sequence[PathLike], None]
     (0/1/255, same grid); the loss is set by ``loss_options``."""
     options = options or TrainOptions()
     ds = gdalio.open_raster(raster)
+    weights = Path(out_model).with_suffix(".safetensors")
+    for out in (weights, last_path(weights), *_state_paths(weights)):
+        check_not_input(out, raster, labels, mask, base)
+        check_not_input(out.with_suffix(".json"), raster, labels, mask, base,
+                        base and Path(base).with_suffix(".json"))
     start = load_model(base) if base is not None else None
     bands = list(bands or (start.card.bands if start else gdalio.default_bands(ds)))
     if start is not None and len(bands) != len(start.card.bands):

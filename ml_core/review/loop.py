@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Optional, Union
 import numpy as np
 from osgeo import gdal, ogr, osr
 
-from ml_core.config import DEFAULT_THRESHOLD, THRESHOLD_KEY, JobSpec, RasterizeOptions
+from ml_core.config import DEFAULT_THRESHOLD, JobSpec, RasterizeOptions
 from ml_core.errors import InputError
 from ml_core.events import CancelToken, ProgressCallback, ProgressEvent, emit
 from ml_core.io import raster as gdalio
@@ -296,7 +297,7 @@ def measure(raster: PathLike, model: PathLike, yardstick: Yardstick, buildings, 
     (``job``'s predict and extract options, the mapped ``buildings`` as existing); None without
     held-out answers. Small rasters are predicted whole, so the figures are those of the next
     extraction; larger ones only around the held-out answers."""
-    from ml_core.infer.extract import extract_footprints
+    from ml_core.infer.extract import extract_footprints, probability_threshold
     from ml_core.infer.predict import predict_raster
 
     if not yardstick:
@@ -314,8 +315,18 @@ def measure(raster: PathLike, model: PathLike, yardstick: Yardstick, buildings, 
     out = extract_footprints(prob, work / "footprints.gpkg", job.extract, existing=buildings,
                              cancel=cancel).path
     geoms, _fids, scores = _footprints(out, yardstick.srs, "footprints")
-    threshold = gdal.Open(str(prob)).GetMetadataItem(THRESHOLD_KEY)
-    return {**yardstick.score(geoms, scores), "threshold": float(threshold or DEFAULT_THRESHOLD)}
+    threshold = probability_threshold(gdal.Open(str(prob)), job.extract)
+    return {**yardstick.score(geoms, scores), "threshold": threshold}
+
+
+def _copy_model(source: PathLike, target: PathLike) -> None:
+    """Put the weights and card of model ``source`` under the name ``target`` (atomically)."""
+    from ml_core.learn.modelfile import card_path
+
+    for src, dst in ((Path(source).with_suffix(".safetensors"), Path(target)),
+                     (card_path(source), card_path(target))):
+        with atomic_output(dst) as tmp:
+            shutil.copyfile(src, tmp)
 
 
 def weights_digest(model: PathLike) -> str:
@@ -367,10 +378,12 @@ def run_round(raster: PathLike, buildings, new_buildings: PathLike, current_mode
 
     ``job`` is used as given; the default, and what front ends pass, is
     ``JobSpec.for_review_round()``: ``ignore_confident`` off and ``keep_start`` on (why: its
-    docstring). When the retrained model does not beat the current one, the round keeps it;
-    the log then says the model did not change (``model_changed``, from the tensors' digest)
-    rather than report a gain. The answers still count: the next extraction carries them over
-    (``carry_decisions``). The log entry records both settings.
+    docstring). When the retrained model does not beat the current one on the training's
+    held-out blocks, or scores a lower F1 than it on the held-out answers (then logged as
+    ``discarded``), the round keeps the current model; the log then says the model did not
+    change (``model_changed``, from the tensors' digest) rather than report a gain. The
+    answers still count: the next extraction carries them over (``carry_decisions``). The log
+    entry records both settings.
     """
     from ml_core.learn.modelfile import read_card  # torch: imported only when a round really runs
     from ml_core.learn.train import finetune
@@ -396,14 +409,19 @@ def run_round(raster: PathLike, buildings, new_buildings: PathLike, current_mode
     emit(progress, ProgressEvent("predict", 0.0, "measuring the round on the held-out answers"))
     after = measure(raster, result.model_path, labels.yardstick, buildings, work / "after", job,
                     bands, cancel)
+    discarded = None
+    if before and after and after["f1"] < before["f1"]:
+        _copy_model(current_model, result.model_path)
+        discarded, after = after, before
     entry = log_round(out_model, previous=current_model, entry={
         "model": str(result.model_path), "base": str(current_model),
         "labels_added": labels.counts.accepted, "labels_rejected": labels.counts.rejected,
         "several": labels.counts.several, "still_proposed": labels.counts.proposed,
         "complete_areas": labels.complete_areas, "held_out": labels.yardstick.counts,
-        "yardstick_before": before, "yardstick_after": after,
+        "yardstick_before": before, "yardstick_after": after, "discarded": discarded,
         "model_changed": weights_digest(current_model) != weights_digest(result.model_path),
-        "val_dice": result.best_val_dice, "threshold": result.threshold,
+        "val_dice": result.best_val_dice,
+        "threshold": after["threshold"] if after else result.threshold,
         "epochs": result.epochs_run, "stopped": result.stopped, "seconds": result.seconds,
         "ignore_confident": job.train.ignore_confident, "keep_start": job.train.keep_start})
     return RoundResult(labels, result, entry)
@@ -416,7 +434,10 @@ def describe_round(entry: dict) -> str:
     """A plain sentence on a logged round for the mapper: what the fixed yardstick measured
     before and after it, and whether the model changed at all (then no gain is claimed)."""
     head = f"Round {entry['round']}: "
-    if not entry.get("model_changed", True):
+    if entry.get("discarded"):
+        head += (f"the retrained model scored lower on the held-out answers (F1 "
+                 f"{entry['discarded']['f1']:.2f}), so the round keeps the current one; ")
+    elif not entry.get("model_changed", True):
         head += ("the model did not change (no epoch beat the current one on the held-out "
                  "blocks); ")
     before, after = entry.get("yardstick_before"), entry.get("yardstick_after")

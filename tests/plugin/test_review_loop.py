@@ -221,26 +221,47 @@ def test_panel_order_skip_and_bulk_actions(proposals, qgis_canvas):
     from bfe_plugin.review.panel import ReviewPanel
 
     panel = ReviewPanel(qgis_canvas)
-    panel.set_layer(proposals)
+    assert not panel.map_shortcuts["A"].isEnabled()  # no review yet: the keys stay QGIS's
+    panel.set_layer(proposals, threshold=0.65)
+    assert panel.map_shortcuts["A"].isEnabled() and "Space" not in panel.map_shortcuts
     scores = [proposals.getFeature(f)["score"] for f in panel.order]
     assert scores == [0.9, 0.7, 0.5, 0.3]
     first = panel.current
     panel.shortcuts["Space"].activated.emit()
-    panel.shortcuts["S"].activated.emit()
+    panel.map_shortcuts["S"].activated.emit()  # the same key over the map canvas
     assert proposals.getFeature(panel.current)["score"] == 0.5
     assert proposals.getFeature(first)["status"] == "proposed"  # skipping decides nothing
-    assert qgis_canvas.extent().contains(
-        proposals.getFeature(panel.current).geometry().boundingBox())
+    box = proposals.getFeature(panel.current).geometry().boundingBox()  # 10 m x 10 m
+    assert qgis_canvas.extent().contains(box)
+    assert qgis_canvas.scale() >= 500 * 0.99  # context: never closer than 1:500
+    assert qgis_canvas.extent().center().distance(box.center()) < 0.01  # centred
+    assert qgis_canvas.extent().width() >= 3 * box.width() * 0.99
     panel.order_by.setCurrentIndex(panel.order_by.findData("uncertainty"))
-    assert [proposals.getFeature(f)["score"] for f in panel.order] == [0.5, 0.7, 0.3, 0.9]
-    assert proposals.getFeature(panel.current)["score"] == 0.5  # the most uncertain first
+    # centred on the model's threshold (0.65), not on 0.5
+    assert [proposals.getFeature(f)["score"] for f in panel.order] == [0.7, 0.5, 0.9, 0.3]
+    assert "0.65" in panel.order_by.currentText()
     panel.order_by.setCurrentIndex(panel.order_by.findData("score"))
-    panel.min_score.setValue(0.7)
-    assert panel.accept_above() == 2
+    messages: list = []
+    panel.message.connect(messages.append)
+    assert panel.accept_above() == 0  # no answers yet: a raw score alone is not trusted
+    assert "Nothing accepted" in messages[-1]
+    # the last round's held-out answers: 5 of 5 right at 0.8-0.9 and above, 1 of 5 at 0.6-0.7
+    panel.calibration = [[0.6, 0.7, 5, 1], [0.8, 0.9, 3, 3], [0.9, 1.0, 2, 2]]
+    panel.min_score.setValue(0.9)
+    assert panel.accept_above() == 1  # only the 0.9 proposal, not the 0.7 one
+    assert "0.80" in messages[-1]
+    panel.map_shortcuts["M"].activated.emit()  # the current one (0.7): several buildings
     proposals.selectByIds([panel.order[2], panel.order[3]])
     assert panel.reject_selected() == 2
     statuses = [proposals.getFeature(f)["status"] for f in panel.order]
-    assert statuses == ["accepted", "accepted", "rejected", "rejected"]
+    assert statuses == ["accepted", "several", "rejected", "rejected"]
+    panel.set_busy(True)  # a round runs: no decision, no key, no second round
+    assert not panel.map_shortcuts["A"].isEnabled()
+    assert not any(b.isEnabled() for b in panel.findChildren(QPushButton)
+                   if b.text() in ("Accept (A)", "Reject (R)", "Fine-tune again"))
+    panel.reject()
+    assert proposals.getFeature(panel.order[0])["status"] == "accepted"
+    panel.set_busy(False)
     assert not proposals.isEditable()  # bfe's own layer: decisions are committed
     errors: list = []
     panel.error.connect(errors.append)
@@ -284,3 +305,29 @@ def test_draw_a_complete_area(qgis_canvas, qgis_new_project):
     assert area.area() > 0 and area.contains(QgsGeometry.fromPointXY(
         tool.toMapCoordinates(QPoint(120, 40))))
     QgsProject.instance().removeAllMapLayers()
+
+
+def test_the_panel_draws_complete_areas_in_the_bfe_group_and_releases_the_tool(
+        proposals, qgis_canvas):
+    from bfe_plugin.layers import result_group
+    from bfe_plugin.review.complete_area import LAYER_NAME
+    from bfe_plugin.review.panel import COMPLETE_TEXT, ReviewPanel
+
+    group = result_group("crop")
+    QgsProject.instance().layerTreeRoot().removeLayer(proposals)
+    group.addLayer(proposals)
+    panel = ReviewPanel(qgis_canvas)
+    panel.set_layer(proposals)
+    assert "nothing changes" in COMPLETE_TEXT  # the panel says what an area means
+    qgis_canvas.resize(200, 200)
+    qgis_canvas.setExtent(proposals.extent())
+    panel.draw_complete_areas()
+    assert qgis_canvas.mapTool() is panel.tool
+    for x, y, button in ((20, 20, Qt.LeftButton), (150, 20, Qt.LeftButton),
+                         (150, 150, Qt.LeftButton), (0, 0, Qt.RightButton)):
+        panel.tool.canvasReleaseEvent(QgsMapMouseEvent(qgis_canvas, QEvent.MouseButtonRelease,
+                                                       QPoint(x, y), button))
+    assert qgis_canvas.mapTool() is not panel.tool  # released once the polygon closed
+    layer = panel.complete_layer()
+    assert layer.name() == LAYER_NAME and layer.featureCount() == 1
+    assert group.findLayer(layer.id()) is not None  # inside the bfe group
