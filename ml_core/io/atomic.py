@@ -34,13 +34,14 @@ _NO_SPACE_TEXT = ("no space left", "disk is full", "disk full", "free disk space
 
 
 def _flat(paths: Iterable) -> Iterator[str]:
+    """File names of paths, lists of paths and open GDAL datasets (None and in-memory skipped)."""
     for p in paths:
-        if p is None:
-            continue
         if isinstance(p, (list, tuple, set)):
             yield from _flat(p)
-        else:
-            yield str(p).split("|")[0]  # QGIS-style "file.gpkg|layername=x"
+            continue
+        name = p.GetDescription() if hasattr(p, "GetDescription") else p
+        if name:
+            yield str(name).split("|")[0]  # QGIS-style "file.gpkg|layername=x"
 
 
 def check_not_input(output: PathLike, *inputs) -> None:
@@ -59,12 +60,12 @@ def check_not_input(output: PathLike, *inputs) -> None:
 
 
 def check_suffix(path: PathLike, suffixes: Iterable[str], what: str) -> Path:
-    """:class:`OutputError` unless ``path`` ends with one of ``suffixes`` (case-insensitive).
+    """:class:`OutputError` when ``path`` has an extension other than ``suffixes`` (any case).
 
     A writer that chose its format silently would leave e.g. a GeoPackage named ``.tif``."""
     path = Path(path)
     suffixes = tuple(suffixes)
-    if path.suffix.lower() not in suffixes:
+    if path.suffix and path.suffix.lower() not in suffixes:
         raise OutputError(f"Output {path} must be a {what} ({' or '.join(suffixes)}); "
                           f"name it e.g. {path.with_suffix(suffixes[0]).name}.")
     return path
