@@ -16,9 +16,11 @@ Output: Float32 probability 0..1 on the raster's pixel grid, covering the reques
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
@@ -182,10 +184,13 @@ def predict_raster(raster: gdalio.RasterLike, model: Union[LoadedModel, PathLike
                    out_path: PathLike, options: Optional[PredictOptions] = None,
                    bands: Optional[Sequence[int]] = None, extent: Optional[Sequence] = None,
                    aoi: Optional[PathLike] = None, progress: Optional[ProgressCallback] = None,
-                   cancel: Optional[CancelToken] = None) -> Path:
+                   cancel: Optional[CancelToken] = None,
+                   runner: Optional[WindowRunner] = None) -> Path:
     """Predict building probability over ``raster`` (or ``extent``/``aoi``) into ``out_path``.
 
-    ``bands`` overrides the card's band list (same length). See the module docstring.
+    ``bands`` overrides the card's band list (same length). ``runner`` predicts the windows
+    elsewhere (``ml_core.infer.cluster``); default :func:`predict_windows` in this process.
+    See the module docstring.
     """
     options = options or PredictOptions()
     ds = gdalio.open_raster(raster)
@@ -215,27 +220,20 @@ def predict_raster(raster: gdalio.RasterLike, model: Union[LoadedModel, PathLike
     rule = gdalio.valid_mask_band(ds, bands)
     stats = gdalio.band_statistics(ds, bands) if options.normalize == "raster" else (card.mean,
                                                                                   card.std)
-    mean, std = (torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1) for v in stats)
     out_size = None if scale == 1 else (net_tile, net_tile)
-    with atomic_output(out_path) as tmp:
+    job = WindowJob(tuple(bands), tile, out_size, rule, tuple(stats[0]), tuple(stats[1]),
+                    options.batch_size, options.tta)
+    results = (predict_windows(ds, loaded.net, job, windows, device, progress, cancel)
+               if runner is None else runner(ds, loaded, job, windows, progress, cancel))
+    with atomic_output(out_path) as tmp, contextlib.closing(results):
         out = gdalio.create_like(ds, tmp, region.x, region.y, region.w, region.h,
                                  gdal.GDT_Float32, nodata=NODATA,
                                  bands=output_bands(getattr(loaded.net, "num_classes", 2)))
         Thresholds.of_card(card).write(out)
         blender = StripBlender(out, ds, region, tile,
                                blend_weights(tile, overlap), aoi_src[1])
-        for start in range(0, len(windows), options.batch_size):
-            check_cancel(cancel)
-            batch = []
-            for win in windows[start:start + options.batch_size]:
-                img, valid = gdalio.read_window(ds, bands, *win, out_size=out_size, rule=rule)
-                if valid.any():
-                    batch.append((win, img, valid))
-            if batch:
-                _predict_batch(loaded.net, batch, mean, std, device, tile, options.tta, blender)
-            done = min(start + options.batch_size, len(windows))
-            emit(progress, ProgressEvent("predict", done / len(windows),
-                                         f"tile {done}/{len(windows)}", device=str(device)))
+        for win, prob, valid in results:
+            blender.add(win, prob, valid)
         blender.finish()
         check_cancel(cancel)  # Ctrl-C in the last batch still cancels
         close_raster(out, out_path)
@@ -243,8 +241,51 @@ def predict_raster(raster: gdalio.RasterLike, model: Union[LoadedModel, PathLike
     return Path(out_path)
 
 
+@dataclass(frozen=True)
+class WindowJob:
+    """How every window is read and predicted: small and picklable, so that cluster workers
+    (``ml_core.infer.cluster``) predict exactly as this process does."""
+
+    bands: tuple
+    tile: int  # window size on the raster grid
+    out_size: Optional[tuple]  # network input size when the raster is resampled, else None
+    rule: gdalio.ValidityRule
+    mean: tuple  # normalisation per band
+    std: tuple
+    batch_size: int
+    tta: bool
+
+
+WindowRunner = Callable[..., Iterable[tuple]]
+"""``runner(ds, loaded, job, windows, progress, cancel)`` -> what :func:`predict_windows`
+yields, in the order of ``windows``."""
+
+
+def predict_windows(ds: gdal.Dataset, net: torch.nn.Module, job: WindowJob,
+                    windows: Sequence[Window], device: torch.device,
+                    progress: Optional[ProgressCallback] = None,
+                    cancel: Optional[CancelToken] = None) -> Iterator[tuple]:
+    """``(window, probability [B, tile, tile], valid [tile, tile])`` on the raster grid for
+    each of ``windows`` that has a valid pixel, in order; read and predicted in batches."""
+    mean, std = (torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1)
+                 for v in (job.mean, job.std))
+    for start in range(0, len(windows), job.batch_size):
+        check_cancel(cancel)
+        batch = []
+        for win in windows[start:start + job.batch_size]:
+            img, valid = gdalio.read_window(ds, job.bands, *win, out_size=job.out_size,
+                                            rule=job.rule)
+            if valid.any():
+                batch.append((win, img, valid))
+        if batch:
+            yield from _predict_batch(net, batch, mean, std, device, job.tile, job.tta)
+        done = min(start + job.batch_size, len(windows))
+        emit(progress, ProgressEvent("predict", done / len(windows),
+                                     f"tile {done}/{len(windows)}", device=str(device)))
+
+
 @torch.no_grad()
-def _predict_batch(net, batch, mean, std, device, tile, tta, blender: StripBlender) -> None:
+def _predict_batch(net, batch, mean, std, device, tile, tta) -> list:
     imgs = torch.from_numpy(np.stack([b[1] for b in batch]))
     valid = torch.from_numpy(np.stack([b[2] for b in batch]))[:, None]
     x = torch.where(valid, (imgs - mean) / std, torch.zeros(()))
@@ -254,5 +295,4 @@ def _predict_batch(net, batch, mean, std, device, tile, tta, blender: StripBlend
         valid = F.interpolate(valid.float(), size=(tile, tile), mode="nearest") > 0
     prob = prob.cpu().numpy()
     valid = valid[:, 0].numpy()
-    for (win, _, _), p, v in zip(batch, prob, valid):
-        blender.add(win, p, v)
+    return list(zip([b[0] for b in batch], prob, valid))

@@ -1,0 +1,98 @@
+"""Predict windows on a Dask cluster and hand them back in window order.
+
+:class:`ClusterRunner` is the ``runner`` of :func:`ml_core.infer.predict.predict_raster`: the
+windows are cut into tasks of ``windows_per_task`` consecutive windows; a task gets the raster
+path, the plan (:class:`~ml_core.infer.predict.WindowJob`) and its windows, never pixels. At
+most a few tasks per worker thread are submitted ahead of the one the blender needs next, so
+the client's memory stays bounded by that many tasks' results. Earlier tasks have higher
+priority. When a worker dies, Dask reruns its tasks elsewhere (a restarted worker fetches the
+model from another one), so the output is complete and the same. Progress is the share of
+finished tasks; a cancel request cancels the submitted tasks within about 0.25 s.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import deque
+from collections.abc import Iterator, Sequence
+from typing import Optional
+
+from osgeo import gdal
+
+from ml_core.config import ClusterOptions, PredictOptions
+from ml_core.errors import InputError
+from ml_core.events import CancelToken, ProgressCallback, ProgressEvent, check_cancel, emit
+from ml_core.infer.cluster import require_dask
+from ml_core.infer.cluster.worker import model_blob, predict_task
+from ml_core.infer.predict import WindowJob
+from ml_core.infer.tiling import Window
+from ml_core.learn.modelfile import LoadedModel
+
+POLL_S = 0.25  # how often a wait checks for cancel and reports progress
+AHEAD_PER_THREAD = 3  # tasks submitted ahead per worker thread (enough to keep each busy)
+
+
+class ClusterRunner:
+    """Runs a prediction's windows as tasks on ``client``'s cluster (see the module docstring)."""
+
+    def __init__(self, client, cluster: ClusterOptions, options: PredictOptions) -> None:
+        self.client, self.cluster, self.options = client, cluster, options
+        self.tasks = 0  # tasks of the last run, for reports
+
+    def _ahead(self) -> int:
+        threads = sum(self.client.nthreads().values())
+        return max(2, AHEAD_PER_THREAD * threads)
+
+    def __call__(self, ds: gdal.Dataset, loaded: LoadedModel, job: WindowJob,
+                 windows: Sequence[Window], progress: Optional[ProgressCallback] = None,
+                 cancel: Optional[CancelToken] = None) -> Iterator[tuple]:
+        path = ds.GetDescription()
+        if not path or path.startswith("/vsimem/"):
+            raise InputError("Prediction on a cluster needs a raster file (or VRT) the workers "
+                             "can open; this raster exists only in memory. Save it first.")
+        require_dask()
+        n = self.cluster.windows_per_task
+        chunks = [list(windows[i:i + n]) for i in range(0, len(windows), n)]
+        self.tasks = len(chunks)
+        blob = self.client.scatter(model_blob(loaded), broadcast=True, hash=True)
+        prefix = f"bfe-predict-{uuid.uuid4().hex[:8]}"
+        pending: deque = deque()
+        submitted = consumed = 0
+        try:
+            while consumed < len(chunks):
+                while submitted < len(chunks) and submitted - consumed < self._ahead():
+                    pending.append(self.client.submit(
+                        predict_task, path, blob, job, chunks[submitted], self.options.device,
+                        self.cluster.torch_threads, key=f"{prefix}-{submitted}",
+                        priority=-submitted, pure=False))
+                    submitted += 1
+                results = self._result(pending[0], consumed, pending, len(chunks), progress,
+                                       cancel)
+                pending.popleft()
+                consumed += 1
+                yield from results
+                self._report(progress, consumed, pending, len(chunks))
+        finally:
+            self.client.cancel(list(pending))
+            self.client.cancel([blob])
+
+    def _result(self, future, consumed: int, pending: deque, total: int,
+                progress: Optional[ProgressCallback], cancel: Optional[CancelToken]) -> list:
+        """The result of ``future``, checking for cancel and reporting progress meanwhile."""
+        distributed = require_dask()
+        while True:
+            check_cancel(cancel)
+            try:
+                distributed.wait(future, timeout=POLL_S)
+            except TimeoutError:
+                self._report(progress, consumed, pending, total)
+                continue
+            return future.result()
+
+    def _report(self, progress: Optional[ProgressCallback], consumed: int, pending: deque,
+                total: int) -> None:
+        done = consumed + sum(f.done() for f in pending)
+        workers = len(self.client.nthreads())
+        emit(progress, ProgressEvent("predict", done / max(total, 1),
+                                     f"task {done}/{total} on {workers} worker(s)",
+                                     extra={"tasks_done": done, "tasks": total}))
