@@ -23,7 +23,7 @@ import numpy as np
 from osgeo import gdal, ogr, osr
 from scipy.spatial import cKDTree
 
-from ml_core.io.vector import BoxIndex, local_utm, srs_of, transform
+from ml_core.io.vector import BoxIndex, local_utm, polygons_of, srs_of, transform
 from ml_core.osm.offset import Offset, estimate_offset, shift_geoms
 
 gdal.UseExceptions()
@@ -43,7 +43,8 @@ NEAR_RECTANGULAR = 0.85  # area / area of the minimum rotated rectangle
 CORNER_DEG = 30.0  # a vertex turning less than this is not a corner
 TINY_M2 = 5.0
 SLIVER_M = 1.5
-DUPLICATE_M = 0.05
+DUPLICATE_M = 0.02  # the export merges vertices closer than this (ml_core.osm.export)
+FIXED_ON_EXPORT = frozenset({DUPLICATE_NODES})
 
 
 def _overlap_m2(a: ogr.Geometry, b: Optional[ogr.Geometry]) -> float:
@@ -103,23 +104,24 @@ def _duplicate_nodes(poly: ogr.Geometry) -> bool:
     return any(len(cKDTree(r).query_pairs(DUPLICATE_M)) > 0 for r in rings if len(r) > 1)
 
 
+def _shape_flags(poly: ogr.Geometry) -> list:
+    """Flags of one polygon by itself: tiny, sliver, duplicate nodes, unsquare."""
+    checks = ((TINY, lambda p: p.GetArea() < TINY_M2), (SLIVER, lambda p: _width(p) < SLIVER_M),
+              (DUPLICATE_NODES, _duplicate_nodes), (UNSQUARE, is_unsquare))
+    return [name for name, test in checks if test(poly)]
+
+
 def check_geometries(polys: list) -> list:
-    """Flags of each polygon (metric CRS) from the geometry checks in the module docstring."""
+    """Flags of each (multi)polygon (metric CRS) from the geometry checks in the module
+    docstring; a multipolygon carries the flags of its parts."""
     index = BoxIndex(polys)
     out = []
     for i, p in enumerate(polys):
-        flags = []
         others = [j for j in index.query(p.GetEnvelope()) if j != i]
-        if any(_overlap_m2(p, polys[j]) > CROSS_EPS_M2 for j in others):
-            flags.append(CROSSES_BUILDING)
-        if p.GetArea() < TINY_M2:
-            flags.append(TINY)
-        if _width(p) < SLIVER_M:
-            flags.append(SLIVER)
-        if _duplicate_nodes(p):
-            flags.append(DUPLICATE_NODES)
-        if is_unsquare(p):
-            flags.append(UNSQUARE)
+        flags = [CROSSES_BUILDING] if any(_overlap_m2(p, polys[j]) > CROSS_EPS_M2
+                                          for j in others) else []
+        for part in polygons_of(p):
+            flags += [f for f in _shape_flags(part) if f not in flags]
         out.append(flags)
     return out
 

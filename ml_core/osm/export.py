@@ -7,7 +7,8 @@ version (new objects, as JOSM expects), and nodes shared where buildings meet
 (:mod:`ml_core.osm.topology`, in the local UTM zone). Before writing, buildings are shifted
 back into OSM's frame by the offset :func:`ml_core.osm.checks.flag_proposals` stored with the
 layer, so they line up with their mapped neighbours. Flagged geometry is refused or written
-with a warning per building; proposals overlapping a mapped building are never written.
+with a warning per building (duplicate nodes are merged here, so they are no longer a flag);
+proposals overlapping a mapped building are never written.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ ogr.UseExceptions()
 
 PathLike = Union[str, os.PathLike]
 NEW_LAYER = "new_buildings"
-NODE_TOLERANCE_M = 0.05  # vertices of different buildings closer than this become one node
+NODE_TOLERANCE_M = checks.DUPLICATE_M  # vertices closer than this become one node
 COORD_DECIMALS = 7  # OSM stores 1e-7 degrees
 ON_FLAGGED = ("warn", "refuse")
 FORMATS = {".osm": "osm", ".geojson": "geojson", ".json": "geojson"}
@@ -102,7 +103,7 @@ def _centre(geoms: list) -> tuple:
             float(env[:, 2].min() + env[:, 3].max()) / 2)
 
 
-def _rings(poly: ogr.Geometry) -> list:
+def polygon_rings(poly: ogr.Geometry) -> list:
     """Open rings ([n, 2] arrays) of a polygon: exterior first."""
     out = []
     for i in range(poly.GetGeometryCount()):
@@ -120,7 +121,7 @@ def _proposals(feats: list, srs: osr.SpatialReference, metric: osr.SpatialRefere
             if ct is not None:
                 part.Transform(ct)
             moved = ogr.Geometry(ogr.wkbPolygon)
-            for ring in _rings(part):
+            for ring in polygon_rings(part):
                 r = ogr.Geometry(ogr.wkbLinearRing)
                 for x, y in np.vstack([ring, ring[:1]]) - np.asarray(shift):
                     r.AddPoint_2D(float(x), float(y))
@@ -132,7 +133,7 @@ def _proposals(feats: list, srs: osr.SpatialReference, metric: osr.SpatialRefere
 def _judge(props: list, on_flagged: str, footprints: PathLike) -> tuple[list, list, dict]:
     """(proposals to write, warnings, not written by reason) after the geometry checks."""
     for p, found in zip(props, checks.check_geometries([p.geom for p in props])):
-        p.flags = sorted(set(p.flags) | set(found))
+        p.flags = sorted((set(p.flags) | set(found)) - checks.FIXED_ON_EXPORT)
     never = [p for p in props if checks.OVERLAPS_MAPPED in p.flags]
     keep = [p for p in props if checks.OVERLAPS_MAPPED not in p.flags]
     flagged = [p for p in keep if p.flags]
@@ -145,7 +146,8 @@ def _judge(props: list, on_flagged: str, footprints: PathLike) -> tuple[list, li
     return keep, lines, ({checks.OVERLAPS_MAPPED: len(never)} if never else {})
 
 
-def _lonlat(xy: np.ndarray, metric: osr.SpatialReference) -> np.ndarray:
+def to_lonlat(xy: np.ndarray, metric: osr.SpatialReference) -> np.ndarray:
+    """Longitude, latitude (rounded to OSM's 1e-7 degrees) of metric coordinates [N, 2]."""
     pts = transform(metric, WGS84).TransformPoints(np.asarray(xy, float))
     return np.round(np.array(pts)[:, :2], COORD_DECIMALS)
 
@@ -231,7 +233,7 @@ def export_buildings(footprints: PathLike, out: PathLike, source: Optional[str] 
                                           footprints)
     for line in warnings:
         emit(progress, ProgressEvent("export", 0.5, f"warning: {line}"))
-    rings = [_rings(p.geom) for p in props]
+    rings = [polygon_rings(p.geom) for p in props]
     nodes = share_nodes([r for rs in rings for r in rs], NODE_TOLERANCE_M)
     buildings, kept, i = [], [], 0
     for p, rs in zip(props, rings):
@@ -245,7 +247,7 @@ def export_buildings(footprints: PathLike, out: PathLike, source: Optional[str] 
     renumber = np.full(len(nodes.xy), -1)
     renumber[used] = np.arange(len(used))
     buildings = [[renumber[r].tolist() for r in b] for b in buildings]
-    lonlat = _lonlat(nodes.xy[used], metric) if len(used) else np.zeros((0, 2))
+    lonlat = to_lonlat(nodes.xy[used], metric) if len(used) else np.zeros((0, 2))
     tags = {"building": "yes", **({"source": source} if source else {})}
     with atomic_output(out) as tmp:
         if fmt == "osm":
