@@ -182,13 +182,14 @@ def read_window(ds: gdal.Dataset, bands: Sequence[int], xoff: int, yoff: int, xs
     sub = np.ones((bh, bw), bool)
     for b in rule.mask_bands:
         mask = ds.GetRasterBand(b).GetMaskBand()
-        sub &= mask.ReadAsArray(cx, cy, cw, ch, buf_xsize=bw, buf_ysize=bh) > 0
+        sub &= _read(ds, mask, cx, cy, cw, ch, buf_xsize=bw, buf_ysize=bh) > 0
     if sub.any():
         alg = gdal.GRIORA_Average if sx < 1 or sy < 1 else gdal.GRIORA_Bilinear
         if sx == 1 and sy == 1:
             alg = gdal.GRIORA_NearestNeighbour
-        data = ds.ReadAsArray(cx, cy, cw, ch, buf_xsize=bw, buf_ysize=bh, resample_alg=alg,
-                              band_list=list(bands)).astype(np.float32, copy=False)
+        data = _read(ds, ds, cx, cy, cw, ch, buf_xsize=bw, buf_ysize=bh, resample_alg=alg,
+                     band_list=list(bands))
+        data = data.astype(np.float32, copy=False)
         data = data.reshape(len(bands), bh, bw)
         sub &= np.isfinite(data).all(axis=0)
         for b, value in rule.nodata:
@@ -196,6 +197,17 @@ def read_window(ds: gdal.Dataset, bands: Sequence[int], xoff: int, yoff: int, xs
         img[:, by0:by1, bx0:bx1] = np.where(sub, data, 0)
     valid[by0:by1, bx0:bx1] = sub
     return img, valid
+
+
+def _read(ds: gdal.Dataset, source, *args, **kwargs) -> np.ndarray:
+    """``source.ReadAsArray(...)``; a truncated file or a VRT's missing source is an
+    :class:`InputError` naming ``ds`` instead of GDAL's RuntimeError."""
+    try:
+        return source.ReadAsArray(*args, **kwargs)
+    except RuntimeError as exc:
+        raise InputError(f"Raster {raster_name(ds)} cannot be read ({exc}): the file is "
+                         "truncated or corrupt, or a file it refers to is missing. Re-download "
+                         "or re-export it.") from exc
 
 
 def read_validity(ds: gdal.Dataset, bands: Sequence[int], xoff: int, yoff: int, xsize: int,

@@ -39,7 +39,11 @@ def srs_of(obj) -> osr.SpatialReference:
         srs = obj.Clone()
     elif isinstance(obj, str):
         srs = osr.SpatialReference()
-        srs.SetFromUserInput(obj)
+        try:
+            srs.SetFromUserInput(obj)
+        except RuntimeError as exc:
+            raise InputError(f"Unknown coordinate reference system {obj!r} ({exc}). Use a code "
+                             "like EPSG:4326.") from exc
     else:
         srs = obj.GetSpatialRef().Clone()
     srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
