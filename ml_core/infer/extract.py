@@ -41,6 +41,7 @@ from ml_core.io.vector import (
     srs_of,
     transform,
 )
+from ml_core.osm.checks import flag_proposals
 
 gdal.UseExceptions()
 ogr.UseExceptions()
@@ -280,6 +281,7 @@ def extract_footprints(prob_path: gdalio.RasterLike, out_path: PathLike,
         f.score = float(score)
     with atomic_output(out_path) as tmp:
         _write(tmp, footprints, out_srs, transform(srs, out_srs), out_path)
+        flag_proposals(tmp, existing_geoms, srs, ds)  # mapper-style flags, OSM-imagery offset
     n_new = sum(f.is_new for f in footprints)
     emit(progress, ProgressEvent("extract", 1.0, f"{len(footprints)} footprints, {n_new} new"))
     return ExtractResult(Path(out_path), len(footprints), n_new)
