@@ -53,3 +53,23 @@ def test_project_values_win_over_qgssettings(dock, forms, tmp_path):
     assert project.read(str(tmp_path / "without_bfe.qgz"))
     # no bfe entries in this project: the QgsSettings values (saved above, two changed since)
     assert _shown(train, extract) == (3, "sgd", 0.35, False)
+
+
+def test_the_dock_builds_one_job_with_the_loss_options(dock):
+    from ml_core.errors import InputError
+
+    prior = dock.loss_form.editor("lace_prior")
+    try:
+        dock.loss_form.editor("lace_tau").setValue(0.5)
+        prior.setText("0.8, 0.2")
+        dock.rasterize_form.editor("unknown_margin").setValue(2)
+        job = dock.job()
+        assert (job.loss.lace_tau, job.loss.lace_prior) == (0.5, (0.8, 0.2))
+        assert job.rasterize.unknown_margin == 2
+        assert job.train == dock.train_form.options()
+        prior.setText("0.8; x")
+        with pytest.raises(InputError, match="one per class"):
+            dock.job()
+    finally:
+        for form in (dock.loss_form, dock.rasterize_form):
+            form.set_options(form.options_cls())

@@ -27,13 +27,19 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
-from ml_core.config import ExtractOptions, PredictOptions, RasterizeOptions, TrainOptions
+from ml_core.config import (
+    ExtractOptions,
+    LossOptions,
+    PredictOptions,
+    RasterizeOptions,
+    TrainOptions,
+)
 
 from .conftest import engine_ready
 
-ALGORITHMS = {"rasterise_labels": RasterizeOptions, "drop_labels": None,
-              "finetune": TrainOptions, "predict_probability": PredictOptions,
-              "extract_footprints": ExtractOptions}
+ALGORITHMS = {"rasterise_labels": (RasterizeOptions,), "drop_labels": (),
+              "finetune": (TrainOptions, RasterizeOptions, LossOptions),
+              "predict_probability": (PredictOptions,), "extract_footprints": (ExtractOptions,)}
 
 
 @pytest.fixture
@@ -48,9 +54,8 @@ def run(qgis_processing, plugin):
 def test_parameters_are_declared_from_the_config(plugin, name, options):
     algorithm = QgsApplication.processingRegistry().algorithmById(f"bfe:{name}")
     assert algorithm is not None
-    if options is not None:
-        declared = {p.name() for p in algorithm.parameterDefinitions()}
-        assert {f.name for f in fields(options)} <= declared
+    declared = {p.name() for p in algorithm.parameterDefinitions()}
+    assert {f.name for cls in options for f in fields(cls)} <= declared
 
 
 def test_rasterise_labels(run, layers, tmp_path):
@@ -84,11 +89,20 @@ def test_bad_input_raises_a_processing_error(run, layers, tmp_path):
 def test_finetune_predict_extract(run, layers, tmp_path):
     engine_ready("ml_core.learn.train", "ml_core.infer.predict", "ml_core.infer.extract")
     raster, buildings = layers
+    from ml_core.learn.losses import LOSSES
+    from ml_core.learn.modelfile import read_card
+
     model = run("bfe:finetune", {"INPUT": raster, "BUILDINGS": buildings, "epochs": 1,
                                  "steps_per_epoch": 2, "batch_size": 2, "crop_size": 64,
                                  "device": TrainOptions.__dataclass_fields__["device"]
                                  .metadata["choices"].index("cpu"),
+                                 "loss": list(LOSSES).index("lace"), "lace_tau": 0.5,
+                                 "lace_prior": "0.8, 0.2", "unknown_margin": 1,
+                                 "instance": False,
                                  "OUTPUT": str(tmp_path / "m.safetensors")})["OUTPUT"]
+    card = read_card(model)  # the advanced loss options reached training
+    assert (card.loss, card.loss_params["tau"]) == ("lace", 0.5)
+    assert tuple(card.loss_params["prior"]) == (0.8, 0.2)
     prob = run("bfe:predict_probability", {"INPUT": raster, "MODEL": model, "tile_size": 128,
                                            "overlap": 16, "OUTPUT": str(tmp_path / "p.tif")})
     result = run("bfe:extract_footprints", {"INPUT": prob["OUTPUT"], "EXISTING": buildings,
