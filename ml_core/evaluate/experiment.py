@@ -3,9 +3,15 @@
 For each loss and missing rate: drop a seeded share of the training area's buildings, train,
 predict the whole raster, then score
 - Dice and IoU against the complete labels of the held-out area (the right-hand columns that
-  hold ``test_fraction`` of the building pixels, never seen in training), and
-- recall of the dropped buildings in the training area (found when predictions cover at least
-  half of the building), which is the gap-filling use case.
+  hold ``test_fraction`` of the building pixels, never seen in training), and object F1 there:
+  the 8-connected blobs of the thresholded prediction matched one to one at IoU >= 0.5 to the
+  buildings (``evaluate.matching.match_labels``);
+- in the training area, the gap-filling use case: the new blobs against the dropped buildings,
+  one to one (``dropped_f1``). As with the extraction's new buildings, pixels of the buildings
+  kept for training are not judged, so blobs mostly on kept buildings do not count; neither do
+  blobs or dropped buildings mostly on masked pixels. Secondary: the coverage recall of the
+  dropped buildings (found when predictions cover at least half of the building's pixels on the
+  raster, masked ones included).
 Writes ``results.csv``, ``table.md`` (rows: losses, columns: missing rates) and ``dice.png``.
 Losses that collapse to all-background are flagged, not hidden.
 """
@@ -24,15 +30,18 @@ from typing import Optional, Union
 
 import numpy as np
 from osgeo import gdal
+from scipy import ndimage
 
 from ml_core.config import PredictOptions, TrainOptions
 from ml_core.errors import InputError
+from ml_core.evaluate.matching import is_found, match_labels
 from ml_core.evaluate.metrics import pixel_metrics
 from ml_core.events import CancelToken, ProgressCallback, ProgressEvent, emit
 from ml_core.infer.predict import predict_raster
 from ml_core.io import raster as gdalio
 from ml_core.io.atomic import atomic_output
 from ml_core.io.vector import burn, memory_layer, read_polygons
+from ml_core.labels.classes import is_building
 from ml_core.labels.rasterize import (
     UNKNOWN,
     drop_buildings,
@@ -47,6 +56,7 @@ from ml_core.learn.train import finetune
 PathLike = Union[str, os.PathLike]
 DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 COLLAPSED_DICE = 0.05
+EIGHT = np.ones((3, 3), bool)  # 8-connected blobs, as the extraction's polygonising
 
 
 @dataclass
@@ -78,17 +88,17 @@ class ExperimentConfig:
                    train=replace(cls().train, epochs=3))
 
 
-def _building_ids(raster: PathLike, vector: str) -> np.ndarray:
+def _building_ids(raster: PathLike, vector: PathLike, what: str) -> np.ndarray:
     """Per-pixel id (1..n) of each polygon of ``vector`` on the raster grid, 0 elsewhere."""
     ds = gdalio.open_raster(raster)
-    polys = read_polygons(vector, ds.GetSpatialRef(), what="dropped buildings")
+    polys = read_polygons(vector, ds.GetSpatialRef(), what=what)
     _src, layer = memory_layer(polys.geoms, polys.srs)
     return burn(layer, ds, 0, 0, ds.RasterXSize, ds.RasterYSize, value=None, dtype=gdal.GDT_Int32)
 
 
 def test_columns(complete: np.ndarray, fraction: float) -> np.ndarray:
     """The right-hand columns holding ``fraction`` of the building pixels (a spatial split)."""
-    per_column = np.cumsum((complete == 1).sum(axis=0))
+    per_column = np.cumsum(is_building(complete).sum(axis=0))
     cut = int(np.searchsorted(per_column, (1 - fraction) * per_column[-1]))
     test = np.zeros(complete.shape, bool)
     test[:, cut:] = True
@@ -96,20 +106,33 @@ def test_columns(complete: np.ndarray, fraction: float) -> np.ndarray:
 
 
 def score(prob: np.ndarray, threshold: float, complete: np.ndarray, test: np.ndarray,
-          dropped_ids: np.ndarray) -> dict:
-    """Dice/IoU on the test columns and the recall of dropped buildings elsewhere."""
+          dropped_ids: np.ndarray, building_ids: np.ndarray) -> dict:
+    """Pixel and one-to-one object figures on the test columns, and the new blobs against the
+    dropped buildings elsewhere (one to one, and their coverage recall); ``building_ids`` and
+    ``dropped_ids`` number all buildings and the dropped ones (0: none)."""
     pred = prob > threshold
-    known = test & (complete != UNKNOWN)
-    pixels = pixel_metrics(pred, complete == 1, known)
+    known = complete != UNKNOWN
+    pixels = pixel_metrics(pred, is_building(complete), test & known)
+    blobs = ndimage.label(pred, structure=EIGHT)[0]
+    held_out = match_labels(blobs, building_ids, test & known)
+    kept = is_building(complete) & (dropped_ids == 0)
+    new = match_labels(blobs, np.where(test, 0, dropped_ids), ~test & known & ~kept)
     ids = np.where(test, 0, dropped_ids).ravel()
     n = int(ids.max()) if ids.size else 0
     area = np.bincount(ids, minlength=n + 1)[1:]
     hit = np.bincount(ids, weights=pred.ravel(), minlength=n + 1)[1:]
     present = area > 0
-    found = int(((hit >= 0.5 * area) & present).sum())
+    found = int((is_found(hit / np.maximum(area, 1)) & present).sum())
     return {"dice": pixels["dice"], "iou": pixels["iou"],
-            "dropped_recall": found / max(int(present.sum()), 1) if present.any() else None,
-            "n_dropped": int(present.sum()), "predicted_share": float(pred[known].mean())}
+            "object_f1": held_out.f1, "object_precision": held_out.precision,
+            "object_recall": held_out.recall, "object_mean_iou": held_out.mean_iou,
+            "object_merged_share": held_out.merged_share,
+            "dropped_f1": new.f1 if present.any() else None,
+            "dropped_precision": new.precision if present.any() else None,
+            "dropped_recall": new.recall if present.any() else None,
+            "dropped_merged_share": new.merged_share if present.any() else None,
+            "dropped_coverage_recall": found / int(present.sum()) if present.any() else None,
+            "n_dropped": int(present.sum()), "predicted_share": float(pred[test & known].mean())}
 
 
 def run_experiment(data: Optional[PathLike], out: PathLike, config: ExperimentConfig,
@@ -126,6 +149,7 @@ def run_experiment(data: Optional[PathLike], out: PathLike, config: ExperimentCo
         tmp = Path(tmp_dir)
         complete = read_mask(rasterize_labels(raster, buildings, tmp / "complete.tif"))
         test = test_columns(complete, config.test_fraction)
+        all_ids = _building_ids(raster, buildings, "buildings")
         runs = [(s, m, lo) for s in config.seeds for m in config.missing for lo in config.losses]
         for i, (seed, missing, loss) in enumerate(runs):
             what = f"{loss} at {missing:.0%} missing (run {i + 1}/{len(runs)})"
@@ -143,10 +167,10 @@ def run_experiment(data: Optional[PathLike], out: PathLike, config: ExperimentCo
             prob_ds = gdal.Open(str(prob_path))
             prob = prob_ds.GetRasterBand(1).ReadAsArray()
             prob_ds = None
-            ids = (_building_ids(raster, f"{drop.path}|layername=dropped") if drop.dropped
-                   else np.zeros(complete.shape, np.int32))
+            ids = (_building_ids(raster, f"{drop.path}|layername=dropped", "dropped buildings")
+                   if drop.dropped else np.zeros(complete.shape, np.int32))
             threshold = read_card(model).threshold
-            result = score(prob, threshold, complete, test, ids)
+            result = score(prob, threshold, complete, test, ids, all_ids)
             rows.append({"loss": loss, "missing": missing, "seed": seed, **result,
                          "threshold": threshold, "val_dice": trained.best_val_dice,
                          "epochs": trained.epochs_run, "train_seconds": trained.seconds,
@@ -160,16 +184,18 @@ def run_experiment(data: Optional[PathLike], out: PathLike, config: ExperimentCo
 
 
 def write_csv(rows: list[dict], path: Path) -> Path:
-    """One row per run."""
+    """One row per run; the columns of every row (merged grids may differ: blank where absent)."""
     with atomic_output(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
         writer.writeheader()
         writer.writerows(rows)
     return path
 
 
 def read_csv(path: PathLike) -> list[dict]:
-    """Rows of a ``results.csv`` with their numbers and flags typed again."""
+    """Rows of a ``results.csv`` with their numbers and flags typed again. In grids written
+    before the one-to-one figures, ``dropped_recall`` was the coverage recall: it is read as
+    ``dropped_coverage_recall``."""
     def typed(key: str, value: str):
         if key == "loss":
             return value
@@ -180,12 +206,16 @@ def read_csv(path: PathLike) -> list[dict]:
         return int(value) if key in ("seed", "n_dropped", "epochs") else float(value)
 
     with open(path, newline="", encoding="utf-8") as f:
-        return [{k: typed(k, v) for k, v in row.items()} for row in csv.DictReader(f)]
+        rows = list(csv.DictReader(f))
+    if rows and "dropped_coverage_recall" not in rows[0]:
+        rows = [{("dropped_coverage_recall" if k == "dropped_recall" else k): v
+                 for k, v in row.items()} for row in rows]
+    return [{k: typed(k, v) for k, v in row.items()} for row in rows]
 
 
 def _values(rows: list[dict], loss: str, missing: float, key: str) -> list[float]:
     return [r[key] for r in rows if r["loss"] == loss and r["missing"] == missing
-            and r[key] is not None]
+            and r.get(key) is not None]
 
 
 def _mean_sd(rows: list[dict], loss: str, missing: float, key: str) -> tuple:
@@ -215,8 +245,9 @@ def settings_line(config: ExperimentConfig, wall_s: float) -> str:
 
 
 def write_table(rows: list[dict], title: str, header: str, path: Path) -> Path:
-    """Markdown in the layout of the letter's Table I (Dice, then dropped-building recall);
-    cells are means over seeds, ± their standard deviation when there are several."""
+    """Markdown in the layout of the letter's Table I (Dice, IoU, object F1 on the held-out
+    area, F1 of the new blobs against the dropped buildings, then coverage recall); cells are
+    means over seeds, ± their standard deviation when there are several."""
     losses = list(dict.fromkeys(r["loss"] for r in rows))
     rates = sorted({r["missing"] for r in rows})
     seeds = sorted({r["seed"] for r in rows})
@@ -228,8 +259,14 @@ def write_table(rows: list[dict], title: str, header: str, path: Path) -> Path:
              ""]
     for section, key in (("Dice on the held-out area against complete labels", "dice"),
                          ("IoU on the held-out area", "iou"),
-                         ("Recall of the dropped buildings in the training area",
-                          "dropped_recall")):
+                         ("Object F1 on the held-out area (one to one, IoU >= 0.5)",
+                          "object_f1"),
+                         ("Object F1 of the new blobs against the dropped buildings in the "
+                          "training area (one to one, IoU >= 0.5)", "dropped_f1"),
+                         ("Coverage recall of the dropped buildings (secondary: found when "
+                          "predictions cover half of one)", "dropped_coverage_recall")):
+        if all(r.get(key) is None for r in rows):
+            continue  # e.g. object F1 in grids written before it was measured
         lines += [f"## {section}", "", head, sep]
         lines += [f"| {loss} | " + " | ".join(_cell(rows, loss, m, key) for m in rates) + " |"
                   for loss in losses]
