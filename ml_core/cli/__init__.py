@@ -9,13 +9,14 @@ line (``BFE_DEBUG=1`` shows the traceback) with status 1. GDAL warnings are not 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import math
 import os
 import signal
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import MISSING, fields, replace
 from typing import Optional
 
@@ -104,12 +105,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _quiet_gdal() -> None:
+@contextlib.contextmanager
+def _quiet_gdal() -> Iterator[None]:
     """GDAL prints warnings ("Warning 1: ...") itself; bfe reports what matters as messages."""
-    if not os.environ.get("BFE_DEBUG"):
-        from osgeo import gdal
+    from osgeo import gdal
 
+    quiet = not os.environ.get("BFE_DEBUG")
+    if quiet:
         gdal.PushErrorHandler("CPLQuietErrorHandler")
+    try:
+        yield
+    finally:
+        if quiet:
+            gdal.PopErrorHandler()
 
 
 def _hide_close_errors(hook):
@@ -140,8 +148,8 @@ def _run(argv: Optional[Sequence[str]]) -> int:
 
     try:
         args = build_parser().parse_args(argv)
-        _quiet_gdal()
-        return int(args.func(args) or 0)
+        with _quiet_gdal():
+            return int(args.func(args) or 0)
     except (Cancelled, KeyboardInterrupt):
         print("bfe: cancelled; unfinished outputs were removed.", file=sys.stderr)
         return 128 + last_signal()

@@ -123,7 +123,11 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from ml_core.learn.modelfile import check_model
     from ml_core.pipeline import run
+
+    if args.base is not None:
+        check_model(args.base)  # before labels.tif is written
 
     with ctrl_c_cancels() as cancel:
         report = run(args.raster, args.buildings, args.output,

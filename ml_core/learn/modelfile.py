@@ -43,6 +43,7 @@ class ModelCard:
     loss_params: dict = field(default_factory=dict)
     threshold: float = 0.5  # probability threshold chosen on held-out blocks
     seed_threshold: float = 0.5  # interior probability that seeds a building (4 classes)
+    gsd_range_m: Optional[list] = None  # [min, max] pixel sizes trained for (scale augmentation)
     training_data: list = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
     created: str = field(
@@ -132,6 +133,18 @@ def validate_card(data: dict, source: str) -> None:
     if arch.get("in_channels", n) != n:
         raise InputError(f"{source}: architecture expects {arch['in_channels']} "
                          f"input bands but the card lists {n}.")
+
+
+def working_gsd(card: ModelCard, pixel_m: float) -> tuple[float, bool]:
+    """(pixel size the network should see for a raster of ``pixel_m``, whether that raster lies
+    outside the card's trained range). Inside ``gsd_range_m`` the raster's own pixel size is
+    used (no resampling); outside it, the nearest end of the range; a card without a range has
+    one pixel size, ``gsd_m``."""
+    if not card.gsd_range_m:
+        return float(card.gsd_m), False
+    low, high = (float(v) for v in card.gsd_range_m)
+    inside = low <= pixel_m <= high
+    return (float(pixel_m) if inside else min(max(pixel_m, low), high)), not inside
 
 
 @dataclass
@@ -259,15 +272,21 @@ def read_card(path: PathLike) -> ModelCard:
     return ModelCard.from_dict(data, source=f"Model card {cpath}")
 
 
-def load_model(path: PathLike, device: Union[str, torch.device] = "cpu") -> LoadedModel:
-    """Load weights (safetensors only) and card; errors name the file and the fix."""
-    path = Path(path)
-    if path.suffix == ".json":
-        path = path.with_suffix(".safetensors")
+def check_model(path: PathLike) -> ModelCard:
+    """The validated card of model ``path`` once its weights' header matches it, without loading
+    any tensor: commands check a model this way before writing anything."""
+    path = Path(path).with_suffix(".safetensors")
     if not path.exists():
         raise InputError(f"Model file {path} not found. Pick a .safetensors file written by bfe.")
     card = read_card(path)
     check_weights(path, card)
+    return card
+
+
+def load_model(path: PathLike, device: Union[str, torch.device] = "cpu") -> LoadedModel:
+    """Load weights (safetensors only) and card; errors name the file and the fix."""
+    path = Path(path).with_suffix(".safetensors")
+    card = check_model(path)
     net = build_network(card.architecture)
     try:
         state = load_file(str(path), device="cpu")
