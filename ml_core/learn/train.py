@@ -335,6 +335,10 @@ def fit(net: UNet, split: Split, card: ModelCard, out_model: PathLike,
                 run.bad_epochs = 0
                 save_model(out_model, net, card_now)
             else:
+    if not any((reg.mask == 0).any() for reg in regions):  # nothing to tell buildings from
+        raise InputError(f"The labels {mask or labels} cover every labelled pixel of {raster} "
+                         "with buildings: there is no background to learn from. Use a larger "
+                         "raster or one with unbuilt ground.")
                 run.bad_epochs += 1
             run.elapsed, run.np_rng = time.monotonic() - start, rng.bit_generator.state
             save_model(last_path(out_model), net, card_now)
