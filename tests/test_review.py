@@ -291,6 +291,10 @@ def test_describe_round_says_when_the_model_did_not_change():
     assert "0.6209" not in text
     gained = dict(entry, model_changed=True, yardstick_after={**figures, "f1": 0.7})
     assert "F1 0.62 → 0.70" in review.describe_round(gained)
+    moved = dict(entry, yardstick_after={**figures, "f1": 0.7, "threshold": 0.6})
+    assert "only its threshold did (0.45 → 0.60)" in review.describe_round(moved)
+    lost = dict(entry, discarded={**figures, "f1": 0.5})
+    assert "keeps the current one" in review.describe_round(lost)
     assert "no held-out answers" in review.describe_round(dict(entry, yardstick_before=None))
 
 

@@ -27,6 +27,7 @@ from osgeo import gdal, ogr, osr
 
 from ml_core.config import DEFAULT_THRESHOLD, JobSpec, RasterizeOptions
 from ml_core.errors import InputError
+from ml_core.evaluate.matching import IOU_MIN, area_meter, match_polygons
 from ml_core.events import CancelToken, ProgressCallback, ProgressEvent, emit
 from ml_core.io import raster as gdalio
 from ml_core.io.atomic import atomic_output, check_writable
@@ -55,7 +56,7 @@ STATUSES = (PROPOSED, ACCEPTED, REJECTED, SEVERAL)  # several: one proposal over
 STATUS_FIELD = "status"
 NEW_LAYER = "new_buildings"
 ROUND_LOG = "review_rounds.jsonl"
-ACCEPT_COVER = 0.5  # the simulated reviewer accepts a proposal half covered by true buildings
+ACCEPT_COVER = 0.5  # an earlier answer carries over to a new proposal it covers half of
 PathLike = Union[str, os.PathLike]
 
 
@@ -379,11 +380,11 @@ def run_round(raster: PathLike, buildings, new_buildings: PathLike, current_mode
     ``job`` is used as given; the default, and what front ends pass, is
     ``JobSpec.for_review_round()``: ``ignore_confident`` off and ``keep_start`` on (why: its
     docstring). When the retrained model does not beat the current one on the training's
-    held-out blocks, or scores a lower F1 than it on the held-out answers (then logged as
-    ``discarded``), the round keeps the current model; the log then says the model did not
-    change (``model_changed``, from the tensors' digest) rather than report a gain. The
-    answers still count: the next extraction carries them over (``carry_decisions``). The log
-    entry records both settings.
+    held-out blocks, or scores a lower F1 or precision than it on the held-out answers (then
+    logged as ``discarded``: the mapper never gets a round that proposes worse), the round
+    keeps the current model; the log then says the model did not change (``model_changed``,
+    from the tensors' digest) rather than report a gain. The answers still count: the next
+    extraction carries them over (``carry_decisions``). The log entry records both settings.
     """
     from ml_core.learn.modelfile import read_card  # torch: imported only when a round really runs
     from ml_core.learn.train import finetune
@@ -410,7 +411,8 @@ def run_round(raster: PathLike, buildings, new_buildings: PathLike, current_mode
     after = measure(raster, result.model_path, labels.yardstick, buildings, work / "after", job,
                     bands, cancel)
     discarded = None
-    if before and after and after["f1"] < before["f1"]:
+    if before and after and (after["f1"] < before["f1"] or
+                             after["precision"] < before["precision"]):
         _copy_model(current_model, result.model_path)
         discarded, after = after, before
     entry = log_round(out_model, previous=current_model, entry={
@@ -435,12 +437,17 @@ def describe_round(entry: dict) -> str:
     before and after it, and whether the model changed at all (then no gain is claimed)."""
     head = f"Round {entry['round']}: "
     if entry.get("discarded"):
+        lost = entry["discarded"]
         head += (f"the retrained model scored lower on the held-out answers (F1 "
-                 f"{entry['discarded']['f1']:.2f}), so the round keeps the current one; ")
+                 f"{lost['f1']:.2f}, precision {lost['precision']:.2f}), so the round keeps "
+                 "the current one; ")
     elif not entry.get("model_changed", True):
-        head += ("the model did not change (no epoch beat the current one on the held-out "
-                 "blocks); ")
+        head += ("the model's weights did not change (no epoch beat the current one on the "
+                 "held-out blocks); ")
     before, after = entry.get("yardstick_before"), entry.get("yardstick_after")
+    if before and after and not entry.get("model_changed", True) and \
+            round(before["threshold"], 2) != round(after["threshold"], 2):
+        head += f"only its threshold did ({before['threshold']:.2f} → {after['threshold']:.2f}); "
     if not before or not after:
         return head + ("no held-out answers to measure it yet (the answers in one block in "
                        "three, by place, are kept aside for that): review more proposals.")
@@ -501,30 +508,37 @@ def carry_decisions(previous: PathLike, new_buildings: PathLike,
 
 
 def simulate_review(new_buildings: PathLike, truth: PathLike, out_path: PathLike, n: int = 20,
-                    order: str = "score", min_cover: float = ACCEPT_COVER) -> ReviewCounts:
+                    order: str = "score", iou_min: float = IOU_MIN) -> ReviewCounts:
     """Play a ground-truth reviewer on up to ``n`` proposals and write the reviewed layer.
 
-    In review ``order`` (default ``score``, the panel's), a proposal that true buildings cover
-    at least ``min_cover`` of is accepted, one that touches no true building is rejected, and
-    one in between (a blob straddling a building and its yard) is skipped, as a careful mapper
-    would rather than label half a yard as building or half a building as background; skips do
-    not count as decisions. Writes ``out_path`` (layer ``new_buildings``) with ``status`` set;
-    ``new_buildings`` is not modified.
+    Proposals are scored one to one against the true buildings (``evaluate.matching``), as a
+    mapper adds buildings one at a time. In review ``order`` (default ``score``, the panel's),
+    a proposal matched to a true building at IoU >= ``iou_min`` is accepted, one covering half
+    of each of several true buildings is answered "several buildings", one that touches no true
+    building is rejected, and any other (a blob straddling a building and its yard, an outline
+    too far off) is skipped, as a careful mapper would rather than label half a yard as
+    building or half a building as background; skips do not count as decisions. Writes
+    ``out_path`` (layer ``new_buildings``) with ``status`` set; ``new_buildings`` is not
+    modified.
     """
     check_writable(out_path)
     props, fids, scores = _proposals(new_buildings)
-    truth_geoms = read_polygons(truth, props.srs, "truth buildings", "buildings").geoms
+    truth_set = read_polygons(truth, props.srs, "truth buildings", "buildings")
     order_idx = review_order(scores, order)
-    cover = BoxIndex(truth_geoms).cover_fraction([props.geoms[i] for i in order_idx])
-    answer = np.where(cover >= min_cover, 1, np.where(cover == 0, 0, -1))  # -1: skip
-    decided = np.flatnonzero(answer >= 0)[:n]
-    decisions = {fids[order_idx[k]]: ACCEPTED if answer[k] else REJECTED for k in decided}
+    ordered = [props.geoms[i] for i in order_idx]
+    matching = match_polygons(ordered, truth_set.geoms, area_meter(props, truth_set), iou_min)
+    touches = BoxIndex(truth_set.geoms).cover_fraction(ordered) > 0
+    answer = np.where(matching.pred_match >= 0, ACCEPTED,
+                      np.where(matching.merged, SEVERAL, np.where(touches, "", REJECTED)))
+    decided = np.flatnonzero(answer != "")[:n]  # "": skipped
+    decisions = {fids[order_idx[k]]: str(answer[k]) for k in decided}
     with atomic_output(out_path) as tmp:
         gdal.VectorTranslate(str(tmp), str(new_buildings).split("|")[0], format="GPKG",
                              layers=[NEW_LAYER], layerName=NEW_LAYER, options=["-preserve_fid"])
         set_statuses(tmp, decisions)
-    accepted = sum(s == ACCEPTED for s in decisions.values())
-    return ReviewCounts(len(fids) - len(decisions), accepted, len(decisions) - accepted)
+    answers = list(decisions.values())
+    return ReviewCounts(len(fids) - len(answers), answers.count(ACCEPTED),
+                        answers.count(REJECTED), answers.count(SEVERAL))
 
 
 def set_statuses(new_buildings: PathLike, decisions: dict) -> None:
