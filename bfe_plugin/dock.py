@@ -76,7 +76,9 @@ class BfeDock(QgsDockWidget):
         self.review.refine_requested.connect(self.start_refine)
         self.review.error.connect(self._report)
         self.review.message.connect(lambda text: report_success(self.iface.messageBar(), text))
-        self.add_section("Review", self.review)
+        self.review.split_requested.connect(self._split)
+        self.review.layer_set.connect(self._show_review)
+        self.review_box = self.add_section("Review", self.review)
         self.model = ModelPanel()
         self.model.error.connect(self._report)
         self.add_section("Model", self.model)
@@ -216,6 +218,7 @@ class BfeDock(QgsDockWidget):
         for button in (self.rasterise_button, self.finetune_button, self.extract_button):
             button.setEnabled(not busy)
         self.cancel_button.setEnabled(busy)
+        self.review.set_busy(busy)  # no decision, no second round while any task runs
 
     def _done(self) -> None:
         self.task = None
@@ -355,13 +358,44 @@ class BfeDock(QgsDockWidget):
         footprints, new = layers.add_footprints(job.footprints, group)
         if job.hints is not None:
             layers.add_hints(job.hints, group)
-        self.review.set_layer(new)
+        self._review(new, job)
         report_success(self.iface.messageBar(), f"{footprints.featureCount()} footprints, "
                        f"{new.featureCount()} not in the building layer.")
 
     # -- review round -----------------------------------------------------------------------
+    def _review(self, new, job: ExtractJob) -> None:
+        """Review the extraction's new buildings, centred on the threshold it used and with the
+        calibration of the round that made its model (if any)."""
+        from osgeo import gdal
+
+        from ml_core.infer.extract import probability_threshold
+        from ml_core.review.loop import read_round_log
+
+        rounds = read_round_log(job.model)
+        measured = (rounds[-1].get("yardstick_after") or {}) if rounds else {}
+        threshold = probability_threshold(gdal.Open(str(job.probability)), job.extract)
+        self.review.set_layer(new, threshold, measured.get("calibration"))
+
+    def _show_review(self) -> None:
+        """The next step is the review: open its section and scroll to it."""
+        self.review_box.setCollapsed(False)
+        self.widget().ensureWidgetVisible(self.review_box)
+
+    def _split(self, layer) -> None:
+        """QGIS's Split Features tool on the new-buildings layer, in edit mode."""
+        self.iface.setActiveLayer(layer)
+        if not layer.isEditable():
+            layer.startEditing()
+        self.iface.actionSplitFeatures().trigger()
+        report_success(self.iface.messageBar(), "Draw a line across the proposal to split it, "
+                       "then save the layer's edits: the parts join the review.")
+
     def start_refine(self) -> None:
-        """Fine-tune again with the review answers and complete areas, from the current model."""
+        """Fine-tune again with the review answers and complete areas, from the current model.
+        One task at a time: while any runs, this starts nothing."""
+        if self.task is not None:
+            self.review.show_status("A task is running: wait for it or cancel it first.")
+            return
         self.chart.clear()
         self._guarded(lambda folder: RefineTask(
             round_job(self.inputs.raster(), self.inputs.buildings(folder), self.review.layer,
@@ -369,14 +403,20 @@ class BfeDock(QgsDockWidget):
                       str(self.model.path or self._bundled_base()), folder,
                       self.job(), self.inputs.band_list()),
             self._refined, self._finetune_failed))
+        if isinstance(self.task, RefineTask):  # its progress shows in the Review section too
+            self.task.progressChanged.connect(lambda v: self.review.progress.setValue(int(v)))
+            self.task.progress_event.connect(
+                lambda event: self.review.show_status(f"Round running: {event.get('message')}"))
+            self.review.show_status("Round running: building the labels.")
 
     def _refined(self, result) -> None:
-        self._finetuned(result.train)
-        from ml_core.review.loop import read_round_log
+        from ml_core.review.loop import describe_round
 
-        rounds = read_round_log(result.train.model_path)
-        summary = ", ".join(f"round {r['round']}: Dice {r.get('val_dice')}" for r in rounds)
-        report_success(self.iface.messageBar(), f"Review rounds so far: {summary}.")
+        self._done()
+        self._use_model(result.train.model_path)
+        text = describe_round(result.log_entry)
+        self.review.show_status(text)
+        report_success(self.iface.messageBar(), text)
 
 
 def _describe_device() -> str:
