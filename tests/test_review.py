@@ -158,26 +158,39 @@ def test_review_order():
         review.review_order(scores, "random")
 
 
-def test_simulate_review_accepts_true_rejects_false_and_skips_straddling(make_vector, tmp_path):
+def test_simulate_review_scores_proposals_one_to_one(make_vector, tmp_path):
     truth = make_vector("truth.gpkg", [pixel_box(0, 0, 10, 10), pixel_box(20, 0, 30, 10),
-                                       pixel_box(40, 0, 50, 10)])
-    rows = [(pixel_box(1, 1, 9, 9), 0.9, "proposed"),        # true
+                                       pixel_box(40, 0, 50, 10), pixel_box(60, 0, 70, 10),
+                                       pixel_box(72, 0, 82, 10)])
+    rows = [(pixel_box(1, 1, 9, 9), 0.9, "proposed"),        # true: IoU 0.64
             (pixel_box(0, 30, 10, 40), 0.85, "proposed"),    # false
             (pixel_box(14, 0, 24, 10), 0.7, "proposed"),     # 40 % on truth: skipped
             (pixel_box(21, 1, 29, 9), 0.6, "proposed"),      # true
-            (pixel_box(35, 0, 45, 10), 0.52, "proposed"),    # half on truth: accepted
+            (pixel_box(35, 0, 45, 10), 0.52, "proposed"),    # half on truth, IoU 1/3: skipped
+            (pixel_box(60, 0, 82, 10), 0.5, "proposed"),     # over two buildings: several
             (pixel_box(0, 50, 10, 60), 0.3, "proposed")]     # false, never reviewed (n=4)
     props = write_proposals(tmp_path / "props.gpkg", rows)
     before = digest(props)
     out = tmp_path / "reviewed.gpkg"
     counts = review.simulate_review(props, truth, out, n=4)
-    assert counts == review.ReviewCounts(proposed=2, accepted=3, rejected=1)
-    assert statuses(out) == ["accepted", "rejected", "proposed", "accepted", "accepted",
-                             "proposed"]
+    assert counts == review.ReviewCounts(proposed=3, accepted=2, rejected=1, several=1)
+    assert statuses(out) == ["accepted", "rejected", "proposed", "accepted", "proposed",
+                             "several", "proposed"]
     assert digest(props) == before
+    # closest to the threshold (0.5) first: several (0.5), skip (0.52), accepted (0.6)
     review.simulate_review(props, truth, out, n=2, order="uncertainty")
-    assert statuses(out) == ["proposed", "proposed", "proposed", "accepted", "accepted",
-                             "proposed"]
+    assert statuses(out) == ["proposed", "proposed", "proposed", "accepted", "proposed",
+                             "several", "proposed"]
+    # a looser bar accepts the proposal half on a building (IoU 1/3)
+    review.simulate_review(props, truth, out, n=7, iou_min=0.3)
+    assert statuses(out)[4] == "accepted"
+
+
+def test_simulated_reviewer_says_several_even_when_one_building_matches(make_vector, tmp_path):
+    truth = make_vector("truth.gpkg", [pixel_box(0, 0, 10, 10), pixel_box(10, 0, 12, 2)])
+    props = write_proposals(tmp_path / "props.gpkg", [(pixel_box(0, 0, 12, 10), 0.9, "proposed")])
+    counts = review.simulate_review(props, truth, tmp_path / "reviewed.gpkg")  # IoU 100 / 120
+    assert counts == review.ReviewCounts(several=1)
 
 
 def test_carry_decisions_marks_the_same_buildings_again(reviewed, tmp_path):

@@ -23,7 +23,7 @@ import numpy as np
 from osgeo import ogr
 
 from ml_core.errors import InputError
-from ml_core.io.vector import AreaMeter, BoxIndex
+from ml_core.io.vector import AreaMeter, BoxIndex, PolygonSet
 
 IOU_MIN = 0.5
 HALF = 0.5  # the share behind "covers half", "lies half inside" and "found"
@@ -93,6 +93,15 @@ class Matching:
                    "split_share": self.split_share, "matched": self.tp, "n_pred": self.n_pred,
                    "n_truth": self.n_truth}
         return {prefix + k: v for k, v in figures.items()}
+
+
+def area_meter(*sets: PolygonSet) -> AreaMeter:
+    """A meter in the UTM zone of the first non-empty set's centre (all sets in one CRS)."""
+    for s in sets:
+        if s.geoms:
+            x0, x1, y0, y1 = s.envelope()
+            return AreaMeter(s.srs, (float(x0 + x1) / 2, float(y0 + y1) / 2))  # osr: no numpy
+    return AreaMeter(sets[0].srs, (0.0, 0.0))
 
 
 def _greedy(pi: np.ndarray, tj: np.ndarray, iou: np.ndarray, iou_min: float) -> np.ndarray:

@@ -19,12 +19,11 @@ from typing import Optional, Union
 import numpy as np
 from osgeo import gdal, ogr
 
-from ml_core.evaluate.matching import IOU_MIN, is_found, match_polygons
+from ml_core.evaluate.matching import IOU_MIN, area_meter, is_found, match_polygons
 from ml_core.infer.extract import binary_polygons
 from ml_core.io import raster as gdalio
 from ml_core.io.atomic import atomic_output, check_writable
 from ml_core.io.vector import (
-    AreaMeter,
     BoxIndex,
     PolygonSet,
     burn,
@@ -122,15 +121,6 @@ def _as_polygons(obj, target, what: str, prefer: Optional[str] = None) -> Polygo
 
 def _share(flags: np.ndarray) -> float:
     return float(flags.mean()) if flags.size else 0.0
-
-
-def area_meter(*sets: PolygonSet) -> AreaMeter:
-    """A meter in the UTM zone of the first non-empty set's centre (all in one CRS)."""
-    for s in sets:
-        if s.geoms:
-            x0, x1, y0, y1 = s.envelope()
-            return AreaMeter(s.srs, (float(x0 + x1) / 2, float(y0 + y1) / 2))  # not numpy
-    return AreaMeter(sets[0].srs, (0.0, 0.0))
 
 
 def object_metrics(pred, truth, dropped=None, new=None, iou_min: float = IOU_MIN) -> dict:

@@ -513,13 +513,13 @@ def simulate_review(new_buildings: PathLike, truth: PathLike, out_path: PathLike
 
     Proposals are scored one to one against the true buildings (``evaluate.matching``), as a
     mapper adds buildings one at a time. In review ``order`` (default ``score``, the panel's),
-    a proposal matched to a true building at IoU >= ``iou_min`` is accepted, one covering half
-    of each of several true buildings is answered "several buildings", one that touches no true
-    building is rejected, and any other (a blob straddling a building and its yard, an outline
-    too far off) is skipped, as a careful mapper would rather than label half a yard as
-    building or half a building as background; skips do not count as decisions. Writes
-    ``out_path`` (layer ``new_buildings``) with ``status`` set; ``new_buildings`` is not
-    modified.
+    a proposal covering half of each of several true buildings is answered "several
+    buildings" (even when it also matches one), one matched to a true building at IoU >=
+    ``iou_min`` is accepted, one that touches no true building is rejected, and any other (a
+    blob straddling a building and its yard, an outline too far off) is skipped, as a careful
+    mapper would rather than label half a yard as building or half a building as background;
+    skips do not count as decisions. Writes ``out_path`` (layer ``new_buildings``) with
+    ``status`` set; ``new_buildings`` is not modified.
     """
     check_writable(out_path)
     props, fids, scores = _proposals(new_buildings)
@@ -528,8 +528,8 @@ def simulate_review(new_buildings: PathLike, truth: PathLike, out_path: PathLike
     ordered = [props.geoms[i] for i in order_idx]
     matching = match_polygons(ordered, truth_set.geoms, area_meter(props, truth_set), iou_min)
     touches = BoxIndex(truth_set.geoms).cover_fraction(ordered) > 0
-    answer = np.where(matching.pred_match >= 0, ACCEPTED,
-                      np.where(matching.merged, SEVERAL, np.where(touches, "", REJECTED)))
+    answer = np.where(matching.merged, SEVERAL, np.where(matching.pred_match >= 0, ACCEPTED,
+                                                         np.where(touches, "", REJECTED)))
     decided = np.flatnonzero(answer != "")[:n]  # "": skipped
     decisions = {fids[order_idx[k]]: str(answer[k]) for k in decided}
     with atomic_output(out_path) as tmp:
