@@ -1,7 +1,8 @@
 """Run every benchmark, write one JSON file per benchmark and a readable summary.
 
 Each ``bench/bench_*.py`` module exposes ``run() -> dict``; its figures are written to
-``OUT/<name>.json`` and summarised in ``OUT/summary.md``.
+``OUT/<name>.json`` and summarised in ``OUT/summary.md``. ``bench_cluster`` (1 and 2 Dask
+workers against one process) needs the ``cluster`` extra, which ``make setup`` installs.
 """
 
 from __future__ import annotations

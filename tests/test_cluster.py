@@ -172,6 +172,29 @@ def test_without_dask_a_clear_message(monkeypatch):
         ClusterOptions(scheduler="localhost:8786")
 
 
+def test_processing_algorithm_on_a_scheduler(make_raster, tmp_path, client, qgis_processing,
+                                              monkeypatch):
+    import processing
+    from qgis.core import QgsProcessingContext, QgsProcessingException, QgsProcessingFeedback
+
+    from bfe_plugin.processing.predict_cluster import PredictCluster
+
+    raster = make_raster(width=80, height=70)
+    loaded = tiny_model()
+    model = save_model(tmp_path / "m.safetensors", loaded.net, loaded.card)
+    params = {"INPUT": str(raster), "MODEL": str(model), "scheduler": client.scheduler.address,
+              "tile_size": 32, "overlap": 8, "batch_size": 2, "device": 1,  # cpu
+              "OUTPUT": str(tmp_path / "q.tif")}
+    feedback = QgsProcessingFeedback()
+    result = processing.run(PredictCluster(), params, feedback=feedback)
+    np.testing.assert_allclose(read(result["OUTPUT"]), single(raster, tmp_path / "s.tif"),
+                               atol=1e-5)
+    assert feedback.progress() == 100.0
+    monkeypatch.setitem(sys.modules, "distributed", None)  # the plugin without Dask
+    with pytest.raises(QgsProcessingException, match="pip install 'dask"):
+        PredictCluster().prepareAlgorithm(params, QgsProcessingContext(), feedback)
+
+
 def test_worker_killed_mid_run_is_retried(make_raster, tmp_path, client):
     """Runs last: kills one of the module cluster's two workers at the first progress report."""
     raster = make_raster(width=256, height=256)

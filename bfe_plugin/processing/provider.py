@@ -10,10 +10,12 @@ from qgis.PyQt.QtGui import QIcon
 from .drop_labels import DropLabels
 from .extract_footprints import ExtractFootprints
 from .finetune import Finetune
+from .predict_cluster import PredictCluster
 from .predict_probability import PredictProbability
 from .rasterise_labels import RasteriseLabels
 
-ALGORITHMS = (RasteriseLabels, DropLabels, Finetune, PredictProbability, ExtractFootprints)
+ALGORITHMS = (RasteriseLabels, DropLabels, Finetune, PredictProbability, ExtractFootprints,
+              PredictCluster)
 
 
 class BfeProvider(QgsProcessingProvider):

@@ -3,9 +3,9 @@
 A folder becomes a VRT mosaic (``gdal.BuildVRT``) of its ``*.tif``/``*.tiff`` files. When their
 CRSs differ, each file is first warped (``gdal.Warp`` to format VRT, nothing resampled on disk) to
 the CRS, pixel size and pixel grid of the first file by name, with an alpha band marking the
-imagery, so the blank corners of reprojected files are invalid, not black imagery. The VRT is written in a
-hidden folder beside the output (on a cluster, that folder must be visible to the workers) and
-removed afterwards; it references the files by absolute path, so nothing is copied.
+imagery, so the blank corners of reprojected files are invalid, not black imagery. The VRT is
+written in a hidden folder beside the output (on a cluster, that folder must be visible to the
+workers) and removed afterwards; it references the files by absolute path: nothing is copied.
 """
 
 from __future__ import annotations

@@ -36,16 +36,14 @@ class ModelBlob:
 
     card_json: str
     weights: bytes
-
-    @property
-    def key(self) -> str:
-        return hashlib.sha256(self.weights + self.card_json.encode()).hexdigest()[:16]
+    key: str  # content hash: the per-worker cache key
 
 
 def model_blob(loaded: LoadedModel) -> ModelBlob:
     """The bytes that rebuild ``loaded`` on a worker."""
     state = {k: v.detach().cpu().contiguous() for k, v in loaded.net.state_dict().items()}
-    return ModelBlob(loaded.card.to_json(), save_safetensors(state))
+    card, weights = loaded.card.to_json(), save_safetensors(state)
+    return ModelBlob(card, weights, hashlib.sha256(weights + card.encode()).hexdigest()[:16])
 
 
 def _remember(cache: dict, key, make):
