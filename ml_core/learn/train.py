@@ -2,14 +2,13 @@
 
 ``finetune`` prepares one raster (rasterise labels, read at the model's GSD, split into
 training and held-out blocks) and calls ``fit``, which the base-model script also uses with
-several areas. Every epoch writes the last checkpoint (weights, card, and the optimiser and
-random state as safetensors + JSON, never pickle) and, when validation Dice improves, the best
-one with the probability threshold chosen on the held-out blocks.
+several areas. Every epoch writes the last checkpoint (weights, card, and the training state of
+``learn.checkpoint``) and, when validation Dice improves, the best one with the probability
+threshold chosen on the held-out blocks. The optimiser and its schedule: ``learn.optim``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
@@ -20,8 +19,6 @@ from typing import Optional, Union
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from ml_core.config import LossOptions, RasterizeOptions, TrainOptions
 from ml_core.errors import InputError
@@ -29,9 +26,10 @@ from ml_core.evaluate.metrics import f_beta, pixel_counts, pixel_metrics_from_co
 from ml_core.events import CancelToken, ProgressCallback, ProgressEvent, check_cancel, emit
 from ml_core.infer.predict import probability_bands
 from ml_core.io import raster as gdalio
-from ml_core.io.atomic import atomic_output, check_not_input, check_writable
+from ml_core.io.atomic import check_not_input, check_writable
 from ml_core.labels.classes import is_building
 from ml_core.labels.rasterize import rasterize_labels
+from ml_core.learn.checkpoint import last_path, load_state, save_state, state_paths
 from ml_core.learn.dataset import (
     UNKNOWN,
     CropSampler,
@@ -45,6 +43,7 @@ from ml_core.learn.losses import LOSSES, get_loss
 from ml_core.learn.losses.registry import loss_params
 from ml_core.learn.model import UNet
 from ml_core.learn.modelfile import ModelCard, load_model, save_model
+from ml_core.learn.optim import make_optimizer, make_scheduler
 
 PathLike = Union[str, os.PathLike]
 DEFAULT_BASE = Path(__file__).resolve().parents[1] / "models" / "base_unet.safetensors"
@@ -64,71 +63,6 @@ class TrainResult:
     seconds: float
     device: str
     history: list = field(default_factory=list)
-
-
-def last_path(out_model: PathLike) -> Path:
-    """The last-epoch checkpoint beside ``out_model`` (``NAME.last.safetensors``)."""
-    out = Path(out_model)
-    return out.with_name(out.stem + ".last.safetensors")
-
-
-def _state_paths(out_model: PathLike) -> tuple[Path, Path]:
-    last = last_path(out_model)
-    return (last.with_name(last.stem + ".state.safetensors"),
-            last.with_name(last.stem + ".state.json"))
-
-
-def make_optimizer(net: torch.nn.Module, options: TrainOptions) -> torch.optim.Optimizer:
-    """AdamW, or the paper's SGD (momentum 0.9, Nesterov); lr defaults depend on the choice."""
-    if options.optimizer == "sgd":
-        lr = 0.002 if options.lr is None else options.lr
-        return torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, nesterov=True,
-                               weight_decay=options.weight_decay)
-    if options.optimizer == "adamw":
-        lr = 3e-4 if options.lr is None else options.lr
-        return torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=options.weight_decay)
-    raise InputError(f"Unknown optimizer {options.optimizer!r}; choose adamw or sgd.")
-
-
-def save_state(out_model: PathLike, optimizer: torch.optim.Optimizer, scalars: dict) -> None:
-    """Optimiser tensors and the torch RNG state as safetensors; everything else as JSON."""
-    tensor_path, json_path = _state_paths(out_model)
-    sd = optimizer.state_dict()
-    tensors = {"rng.torch": torch.get_rng_state()}
-    for idx, st in sd["state"].items():
-        for key, val in st.items():
-            val = val if torch.is_tensor(val) else torch.tensor(val)
-            tensors[f"opt.{idx}.{key}"] = val.detach().cpu().contiguous()
-    data = {**scalars, "param_groups": sd["param_groups"]}
-    with atomic_output(tensor_path) as tmp_t, atomic_output(json_path) as tmp_j:
-        save_file(tensors, str(tmp_t))
-        tmp_j.write_text(json.dumps(data), encoding="utf-8")
-
-
-def load_state(out_model: PathLike, optimizer: torch.optim.Optimizer) -> dict:
-    """Restore what :func:`save_state` wrote into ``optimizer`` and torch's RNG; return scalars."""
-    tensor_path, json_path = _state_paths(out_model)
-    if not (tensor_path.exists() and json_path.exists()):
-        raise InputError(f"Cannot resume: {tensor_path.name} or {json_path.name} is missing beside "
-                         f"{out_model}. Train without --resume.")
-    try:
-        tensors = load_file(str(tensor_path))
-        data = json.loads(json_path.read_text(encoding="utf-8"))
-        state: dict = {}
-        for name, val in tensors.items():
-            if name.startswith("opt."):
-                _, idx, key = name.split(".", 2)
-                state.setdefault(int(idx), {})[key] = val
-        groups = [{k: tuple(v) if k == "betas" else v for k, v in g.items()}  # JSON: a list
-                  for g in data.pop("param_groups")]
-        optimizer.load_state_dict({"state": state, "param_groups": groups})
-        torch.set_rng_state(tensors["rng.torch"])
-    except (SafetensorError, OSError, ValueError, KeyError, TypeError, AttributeError,
-            RuntimeError) as exc:  # a torn or edited state: never a traceback
-        raise InputError(f"Cannot resume: the training state {tensor_path.name} / "
-                         f"{json_path.name} beside {out_model} is corrupt ({type(exc).__name__}: "
-                         f"{exc}). Train without --resume.") from exc
-    return data
 
 
 def _counts_by_threshold(probs: np.ndarray, masks: np.ndarray) -> dict[float, tuple]:
@@ -273,8 +207,7 @@ def fit(net: UNet, split: Split, card: ModelCard, out_model: PathLike,
         net.load_state_dict(load_model(last_path(out_model), device).net.state_dict())
         run = _Run(**load_state(out_model, optimizer))
         rng.bit_generator.state = run.np_rng
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, options.lr_halve_every, 0.5,
-                                                last_epoch=run.epoch - 1 if resume else -1)
+    scheduler = make_scheduler(optimizer, options, run.epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     if options.loss not in LOSSES:
         raise InputError(f"Unknown loss {options.loss!r}; choose one of {', '.join(LOSSES)}.")
@@ -371,7 +304,7 @@ def finetune(raster: PathLike, labels: Union[PathLike, Sequence[PathLike], None]
     options = options or TrainOptions()
     ds = gdalio.open_raster(raster)
     weights = Path(out_model).with_suffix(".safetensors")
-    for out in (weights, last_path(weights), *_state_paths(weights)):
+    for out in (weights, last_path(weights), *state_paths(weights)):
         check_not_input(out, raster, labels, mask, base)
         check_not_input(out.with_suffix(".json"), raster, labels, mask, base,
                         base and Path(base).with_suffix(".json"))
@@ -414,5 +347,4 @@ def finetune(raster: PathLike, labels: Union[PathLike, Sequence[PathLike], None]
     return fit(net, split, card, out_model, options, progress, cancel, resume, loss_options)
 
 
-__all__ = ["DEFAULT_BASE", "TrainResult", "finetune", "fit", "last_path",
-           "load_state", "make_optimizer", "save_state"]
+__all__ = ["DEFAULT_BASE", "TrainResult", "finetune", "fit"]
