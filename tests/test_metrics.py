@@ -96,6 +96,10 @@ def test_evaluate_mask_raster_and_vector(make_raster, make_vector, tmp_path):
     out = evaluate(pred_tif, truth, json_out=tmp_path / "e.json", tile=20)
     assert out["pixel"]["dice"] == 1.0 and out["object"]["recall"] == pytest.approx(0.5)
     assert json.loads((tmp_path / "e.json").read_text())["pixel"]["tp"] == 100
+    mask[0, 0, 0:10] = 2  # instance classes: an edge row is building too, contact is not
+    mask[0, 12:14, 0:10] = 3
+    out = evaluate(make_raster("m4.tif", width=40, height=40, data=mask), truth, tile=20)
+    assert out["pixel"]["dice"] == 1.0 and out["object"]["matched"] == 1
     pred_vec = make_vector("p.gpkg", [pixel_box(0, 0, 10, 5)], layer="footprints")
     out = evaluate(pred_vec, truth, raster=make_raster("r.tif", width=40, height=40))
     assert out["pixel"]["tp"] == 50 and out["pixel"]["fn"] == 150

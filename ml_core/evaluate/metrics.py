@@ -35,6 +35,7 @@ from ml_core.io.vector import (
     split_layer_name,
     srs_of,
 )
+from ml_core.labels.classes import EDGE, INTERIOR
 from ml_core.labels.rasterize import UNKNOWN
 
 gdal.UseExceptions()
@@ -218,11 +219,12 @@ def _vector_prediction(pred: PathLike, raster: Optional[gdalio.RasterLike]) -> t
 
 
 def _raster_prediction(pred: PathLike, threshold: float) -> tuple:
-    """(grid, polygons, pred_of, valid_of) for a probability raster or a 0/1/255 mask."""
+    """(grid, polygons, pred_of, valid_of) for a probability raster or a label mask (binary or
+    instance classes: interior and edge are building, contact background, 255 unknown)."""
     grid = gdalio.open_raster(pred)
     band = grid.GetRasterBand(1)
     if band.DataType == gdal.GDT_Byte:
-        low, high, unknown = 1, 1, UNKNOWN
+        low, high, unknown = INTERIOR, EDGE, UNKNOWN
     else:
         low, high, unknown = threshold, np.inf, band.GetNoDataValue()
     polys = PolygonSet(binary_polygons(grid, low, high), srs_of(grid), str(pred))
