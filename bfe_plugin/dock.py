@@ -20,7 +20,6 @@ from qgis.PyQt.QtWidgets import (
     QLabel,
     QProgressBar,
     QPushButton,
-    QScrollArea,
     QVBoxLayout,
     QWidget,
 )
@@ -36,12 +35,22 @@ from ml_core.config import (
 )
 from ml_core.errors import BfeError, InputError
 
-from . import deps, layers
+from . import deps, imagery, layers
 from .messages import report_error, report_success
 from .review.panel import ReviewPanel
 from .review.refine_task import RefineTask, round_job
-from .tasks import CoreTask, ExtractJob, ExtractTask, FinetuneTask, RasteriseTask
+from .tasks import (
+    ChainJob,
+    ChainTask,
+    CoreTask,
+    ExtractJob,
+    ExtractTask,
+    FinetuneTask,
+    ImageryTask,
+    RasteriseTask,
+)
 from .widgets.chart import TrainingChart
+from .widgets.fit import VerticalScroll, fit_narrow
 from .widgets.inputs import InputsPanel
 from .widgets.model import ModelPanel
 from .widgets.options import OptionsForm
@@ -69,6 +78,8 @@ class BfeDock(QgsDockWidget):
         self._build_banner(install)
         self.inputs = InputsPanel(iface.mapCanvas())
         self.add_section("Inputs", self.inputs)
+        self.inputs.fetch_button.clicked.connect(self.start_fetch)
+        self.add_section("Find missing buildings", self._build_chain())
         self.add_section("Labels", self._build_labels())
         self.add_section("Fine-tune", self._build_finetune())
         self.add_section("Extract buildings", self._build_extract())
@@ -83,10 +94,8 @@ class BfeDock(QgsDockWidget):
         self.model.error.connect(self._report)
         self.add_section("Model", self.model)
         self.sections.addStretch(1)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(body)
-        self.setWidget(scroll)
+        fit_narrow(body)
+        self.setWidget(VerticalScroll(body))
         self.set_missing(missing)
         QgsProject.instance().readProject.connect(self._project_read)
         QgsProject.instance().writeProject.connect(self._project_written)
@@ -114,6 +123,30 @@ class BfeDock(QgsDockWidget):
         row.addWidget(button)
         self.sections.addWidget(self.banner)
 
+    def _build_chain(self) -> QWidget:
+        """One action for the common case, and the progress row every task shares."""
+        panel = QWidget()
+        self.find_button = QPushButton("Find missing buildings")
+        self.find_button.setToolTip("On the chosen area: fetch the imagery if the raster is a "
+                                    "service layer, rasterise the buildings, fine-tune the model "
+                                    "and extract the buildings the layer lacks, in one go. The "
+                                    "steps below do the same one at a time.")
+        self.find_button.clicked.connect(self.start_chain)
+        self.progress = QProgressBar()
+        self.eta = QLabel()
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.setToolTip("Stop the running task; fine-tuning keeps its best model.")
+        self.cancel_button.clicked.connect(self.cancel)
+        row = QHBoxLayout()
+        row.addWidget(self.progress, 1)
+        row.addWidget(self.eta)
+        row.addWidget(self.cancel_button)
+        layout = QVBoxLayout(panel)
+        layout.addWidget(self.find_button)
+        layout.addLayout(row)
+        return panel
+
     def _build_labels(self) -> QWidget:
         panel = QWidget()
         self.rasterize_form = OptionsForm(RasterizeOptions, primary=("unknown_margin",))
@@ -139,16 +172,7 @@ class BfeDock(QgsDockWidget):
         self.model_out.setToolTip("Empty: a temporary file; save it from the Model section.")
         self.finetune_button = QPushButton("Fine-tune")
         self.finetune_button.clicked.connect(self.start_finetune)
-        self.progress = QProgressBar()
-        self.eta = QLabel()
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.cancel)
         self.chart = TrainingChart()
-        row = QHBoxLayout()
-        row.addWidget(self.progress, 1)
-        row.addWidget(self.eta)
-        row.addWidget(self.cancel_button)
         layout = QVBoxLayout(panel)
         layout.addWidget(QLabel("Base model"))
         layout.addWidget(self.base_model)
@@ -159,7 +183,6 @@ class BfeDock(QgsDockWidget):
         layout.addWidget(QLabel("Save the fine-tuned model to"))
         layout.addWidget(self.model_out)
         layout.addWidget(self.finetune_button)
-        layout.addLayout(row)
         layout.addWidget(self.chart)
         return panel
 
@@ -194,7 +217,8 @@ class BfeDock(QgsDockWidget):
         """Show what is missing (torch) and how to fix it; detect the device once it is there."""
         self.banner.setVisible(bool(missing))
         self.missing_banner.setText("\n".join(deps.missing_text(m) for m in missing))
-        for button in (self.rasterise_button, self.finetune_button, self.extract_button):
+        for button in (self.find_button, self.rasterise_button, self.finetune_button,
+                       self.extract_button):
             button.setEnabled(not missing)
         if not missing:
             self.device_label.setText(f"Device: {_describe_device()}")
@@ -215,8 +239,10 @@ class BfeDock(QgsDockWidget):
         QgsApplication.taskManager().addTask(task)
 
     def _set_busy(self, busy: bool) -> None:
-        for button in (self.rasterise_button, self.finetune_button, self.extract_button):
+        for button in (self.find_button, self.rasterise_button, self.finetune_button,
+                       self.extract_button):
             button.setEnabled(not busy)
+        self.inputs.fetch_button.setEnabled(not busy and self.inputs.needs_fetch())
         self.cancel_button.setEnabled(busy)
         self.review.set_busy(busy)  # no decision, no second round while any task runs
 
@@ -285,6 +311,83 @@ class BfeDock(QgsDockWidget):
         except Exception as exc:  # an unexpected one too: never an exception out of a Qt slot
             self._error(exc)
 
+    # -- find missing buildings: the whole chain in one task ---------------------------------
+    def start_chain(self) -> None:
+        """Fetch (a service layer) or clip the area, rasterise, fine-tune, extract: one task."""
+        self.chart.clear()
+        self._guarded(self._chain_task)
+
+    def _chain_task(self, folder: Path) -> ChainTask:
+        fetching = self.inputs.needs_fetch()
+        request = self.inputs.imagery_request(self._model_pixel_m()) if fetching else None
+        raster = None if fetching else self.inputs.raster()
+        box = None if fetching else self.inputs.area_box()
+        job = ChainJob(self.inputs.buildings(folder), folder, self.job(), raster=raster,
+                       imagery=request, imagery_folder=imagery.cache_dir(),
+                       base=self.base_model.filePath() or None,
+                       bands=None if fetching else self.inputs.band_list())
+        if box is not None:
+            job.extent = (box.xMinimum(), box.yMinimum(), box.xMaximum(), box.yMaximum())
+        provider = self.inputs.raster_layer().dataProvider().clone() if fetching else None
+        return ChainTask(job, provider, self._chain_done, self._chain_failed)
+
+    def _chain_done(self, report: dict) -> None:
+        job, summary = self.task.job, report["summary"]
+        self._done()
+        run = layers.run_label(job.model)
+        group = layers.result_group(self.inputs.raster_layer().name())
+        if job.fetched is not None:
+            layers.add_imagery(job.fetched.path, group, job.imagery.name,
+                               job.imagery.resolution, layers.run_label(None))
+        mask = layers.add_mask(job.outdir / "labels.tif", group, run=run)
+        group.findLayer(mask.id()).setItemVisibilityChecked(False)
+        if self.add_probability.isChecked():
+            layers.add_probability(job.probability, group, run)
+        _footprints, new = layers.add_footprints(job.footprints, group, run)
+        self._use_model(job.model)
+        self._review(new, job)
+        dice = summary.get("val_dice")
+        report_success(self.iface.messageBar(), (
+            f"{summary['new_buildings']} buildings not in '{self.inputs.buildings_layer().name()}' "
+            f"({summary['footprints']} footprints) in {summary['seconds']:.0f} s; fine-tuned "
+            f"{summary['epochs']} epoch(s), validation Dice "
+            f"{'-' if dice is None else f'{dice:.2f}'}. Review them below."))
+
+    def _chain_failed(self, exc: BaseException, details: str) -> None:
+        job = self.task.job if isinstance(self.task, ChainTask) else None
+        self._error(exc, details)
+        if job is not None and job.model.exists():  # cancelled or failed late: the best model
+            self._use_model(job.model)
+            report_success(self.iface.messageBar(), f"The best model so far is kept: "
+                           f"{job.model} (Model section).")
+
+    def _model_pixel_m(self) -> float:
+        """The pixel size (m) of the model that will be fine-tuned: imagery is fetched at it."""
+        from ml_core.learn.modelfile import read_card
+
+        return read_card(self.base_model.filePath() or self._bundled_base()).gsd_m
+
+    # -- fetch imagery ----------------------------------------------------------------------
+    def start_fetch(self) -> None:
+        """Fetch the area of the service layer into a GeoTIFF layer, which becomes the raster."""
+        self._guarded(self._fetch_task)
+
+    def _fetch_task(self, _folder: Path) -> ImageryTask:
+        request = self.inputs.imagery_request(self._model_pixel_m())
+        return ImageryTask(request, self.inputs.raster_layer().dataProvider().clone(),
+                           imagery.cache_dir(), self._fetched, self._error)
+
+    def _fetched(self, result) -> None:
+        self._done()
+        request = result.request
+        group = layers.result_group(self.inputs.raster_layer().name())
+        layer = layers.add_imagery(result.path, group, request.name, request.resolution,
+                                   layers.run_label(None))
+        self.inputs.raster_combo.setLayer(layer)
+        how = "from the cache" if result.cached else "fetched"
+        report_success(self.iface.messageBar(), f"Imagery of '{request.name}' at "
+                       f"{request.resolution} {how}: {result.path}. It is now the raster.")
+
     # -- rasterise --------------------------------------------------------------------------
     def start_rasterise(self) -> None:
         self._guarded(lambda folder: RasteriseTask(
@@ -293,7 +396,8 @@ class BfeDock(QgsDockWidget):
 
     def _rasterised(self, path: Path) -> None:
         self._done()
-        layers.add_mask(path, layers.result_group(self.inputs.raster_layer().name()))
+        layers.add_mask(path, layers.result_group(self.inputs.raster_layer().name()),
+                        run=layers.run_label(None))
         report_success(self.iface.messageBar(), f"Labels rasterised to {path}.")
 
     # -- fine-tune --------------------------------------------------------------------------
@@ -353,11 +457,12 @@ class BfeDock(QgsDockWidget):
         job = self.task.job
         self._done()
         group = layers.result_group(self.inputs.raster_layer().name())
+        run = layers.run_label(job.model)
         if self.add_probability.isChecked():
-            layers.add_probability(job.probability, group)
-        footprints, new = layers.add_footprints(job.footprints, group)
+            layers.add_probability(job.probability, group, run)
+        footprints, new = layers.add_footprints(job.footprints, group, run)
         if job.hints is not None:
-            layers.add_hints(job.hints, group)
+            layers.add_hints(job.hints, group, run)
         self._review(new, job)
         report_success(self.iface.messageBar(), f"{footprints.featureCount()} footprints, "
                        f"{new.featureCount()} not in the building layer.")

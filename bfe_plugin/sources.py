@@ -19,9 +19,10 @@ def raster_path(layer: QgsRasterLayer | None) -> str:
     if layer is None or not layer.isValid():
         raise InputError("Choose a raster layer.")
     if layer.providerType() != "gdal":
-        raise InputError(f"Raster layer '{layer.name()}' is a {layer.providerType()} layer; bfe "
-                         "reads files through GDAL. Save it as a GeoTIFF (Export > Save As) and "
-                         "use that.")
+        raise InputError(f"Raster layer '{layer.name()}' is a {layer.providerType()} layer (a "
+                         "tile or map service); bfe reads files. Choose an Area and press Fetch "
+                         "(Inputs) to copy its imagery into a GeoTIFF layer, or use Find missing "
+                         "buildings, which fetches it itself.")
     return layer.source().split("|")[0]
 
 

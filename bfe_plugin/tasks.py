@@ -303,6 +303,18 @@ class ChainJob:
         """Where the chain's fine-tuned model is (the best so far, also after a cancel)."""
         return self.outdir / "model.safetensors"
 
+    @property
+    def probability(self) -> Path:
+        return self.outdir / "probability.tif"
+
+    @property
+    def footprints(self) -> Path:
+        return self.outdir / "footprints.gpkg"
+
+    @property
+    def extract(self) -> ExtractOptions:
+        return self.spec.extract
+
 
 class ChainTask(CoreTask):
     """Fetch or clip the area's imagery, then ``ml_core.pipeline.run`` on it (rasterise,

@@ -28,7 +28,7 @@
     <provider>
       <resampling zoomedOutResamplingMethod="nearestNeighbour" enabled="false" zoomedInResamplingMethod="nearestNeighbour" maxOversampling="2"/>
     </provider>
-    <rasterrenderer nodataColor="" classificationMax="nan" band="1" alphaBand="-1" type="singlebandpseudocolor" opacity="1" classificationMin="nan">
+    <rasterrenderer nodataColor="" classificationMax="nan" band="1" alphaBand="-1" type="singlebandpseudocolor" opacity="0.55" classificationMin="nan">
       <minMaxOrigin>
         <limits>None</limits>
         <extent>WholeRaster</extent>

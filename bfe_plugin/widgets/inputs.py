@@ -1,4 +1,5 @@
-"""Input choices: raster with its bands, building layer, and the area to work on."""
+"""Input choices: raster with its bands, building layer, the area to work on, and the
+resolution at which imagery is fetched from a tile or map service (XYZ, WMS, WMTS)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,19 @@ from qgis.core import (
     QgsMapLayerProxyModel,
     QgsProject,
     QgsRasterLayer,
+    QgsRectangle,
     QgsVectorLayer,
 )
 from qgis.gui import QgsCheckableComboBox, QgsMapCanvas, QgsMapLayerComboBox
-from qgis.PyQt.QtWidgets import QComboBox, QFormLayout, QWidget
+from qgis.PyQt.QtWidgets import QComboBox, QFormLayout, QHBoxLayout, QPushButton, QWidget
 
+from ml_core.errors import InputError
+
+from ..imagery import ImageryRequest, imagery_request
 from ..sources import raster_path, vector_path
 
 AREAS = ("Whole raster", "Current canvas extent", "Selected features", "Polygon layer")
+ZOOMS = tuple(range(16, 22))  # web-map zoom levels offered for fetching (zoom 19: 0.30 m)
 
 
 class InputsPanel(QWidget):
@@ -29,9 +35,9 @@ class InputsPanel(QWidget):
         self.raster_combo = QgsMapLayerComboBox()
         self.raster_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
         self.bands = QgsCheckableComboBox()
-        self.bands.setDefaultText("default (RGB or the model's bands)")
-        self.bands.setToolTip("Bands fed to the model, in order. None checked: the model card's "
-                              "bands, or RGB for a new model.")
+        self.bands.setDefaultText("default")
+        self.bands.setToolTip("Bands fed to the model, in order. None checked (default): the "
+                              "model card's bands, or RGB for a new model.")
         self.buildings_combo = QgsMapLayerComboBox()
         self.buildings_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
         self.buildings_combo.setToolTip("Existing buildings, e.g. from OSM (QuickOSM, an OSM file, "
@@ -41,12 +47,26 @@ class InputsPanel(QWidget):
         self.area_layer = QgsMapLayerComboBox()
         self.area_layer.setFilters(QgsMapLayerProxyModel.PolygonLayer)
         self.area_layer.setToolTip("Polygons limiting the extraction (all, or the selected ones).")
+        self.resolution = QComboBox()
+        self.resolution.addItem("model's pixel size", None)
+        for zoom in ZOOMS:
+            self.resolution.addItem(f"zoom {zoom}", zoom)
+        self.resolution.setToolTip("For a tile or map service layer (XYZ, WMS, WMTS): the area is "
+                                   "fetched into a local GeoTIFF at this resolution first (zoom "
+                                   "19 is about 0.3 m per pixel at the equator).")
+        self.fetch_button = QPushButton("Fetch")
+        self.fetch_button.setToolTip("Fetch the area's imagery from the service layer into a "
+                                     "GeoTIFF layer (kept in a cache) and use that layer.")
+        fetch_row = QHBoxLayout()
+        fetch_row.addWidget(self.resolution, 1)
+        fetch_row.addWidget(self.fetch_button)
         form = QFormLayout(self)
         form.addRow("Raster", self.raster_combo)
         form.addRow("Bands", self.bands)
         form.addRow("Buildings", self.buildings_combo)
         form.addRow("Area", self.area)
         form.addRow("Area polygons", self.area_layer)
+        form.addRow("Imagery at", fetch_row)
         self.area.currentIndexChanged.connect(self._area_changed)
         self.raster_combo.layerChanged.connect(self._raster_changed)
         self._area_changed()
@@ -57,6 +77,8 @@ class InputsPanel(QWidget):
 
     def _raster_changed(self) -> None:
         self.bands.clear()
+        self.resolution.setEnabled(self.needs_fetch())
+        self.fetch_button.setEnabled(self.needs_fetch())
         layer = self.raster_layer()
         if layer is not None:
             for band in range(1, layer.bandCount() + 1):
@@ -67,6 +89,44 @@ class InputsPanel(QWidget):
 
     def buildings_layer(self) -> Optional[QgsVectorLayer]:
         return self.buildings_combo.currentLayer()
+
+    def needs_fetch(self) -> bool:
+        """The raster is a service layer (XYZ, WMS, WMTS...): its imagery is fetched first."""
+        layer = self.raster_layer()
+        return layer is not None and layer.providerType() != "gdal"
+
+    def area_box(self) -> Optional[QgsRectangle]:
+        """The chosen area's bounding box in the raster's CRS; None for the whole raster.
+
+        Canvas extent, the selected features' or the polygon layer's extent (in memory: no
+        disk access on the UI thread).
+        """
+        mode = self.area.currentIndex()
+        if mode == 0:
+            return None
+        if mode == 1:
+            crs, rect = self.canvas.mapSettings().destinationCrs(), self.canvas.extent()
+        else:
+            layer = self.area_layer.currentLayer()
+            if layer is None:
+                raise InputError("Choose the layer of area polygons.")
+            if mode == 2 and layer.selectedFeatureCount() == 0:
+                raise InputError(f"No feature of '{layer.name()}' is selected. "
+                                 "Select the area polygons first.")
+            crs = layer.crs()
+            rect = layer.boundingBoxOfSelected() if mode == 2 else layer.extent()
+        transform = QgsCoordinateTransform(crs, self.raster_layer().crs(), QgsProject.instance())
+        return transform.transformBoundingBox(rect)
+
+    def imagery_request(self, model_pixel_m: float) -> ImageryRequest:
+        """What to fetch from the service layer: the chosen area at the chosen resolution."""
+        box = self.area_box()
+        if box is None:
+            raise InputError(f"'{self.raster_layer().name()}' is a service layer covering the "
+                             "whole world: choose an Area (canvas extent or polygons) to fetch.")
+        zoom = self.resolution.currentData()
+        return imagery_request(self.raster_layer(), box, zoom=zoom,
+                               metres=None if zoom is not None else model_pixel_m)
 
     def raster(self) -> str:
         """The raster's file path (InputError when there is none or it is not a GDAL file)."""
@@ -84,9 +144,7 @@ class InputsPanel(QWidget):
         """(extent in the raster's CRS, AOI polygon file) for the chosen area; None = unlimited."""
         mode = self.area.currentIndex()
         if mode == 1:
-            transform = QgsCoordinateTransform(self.canvas.mapSettings().destinationCrs(),
-                                               self.raster_layer().crs(), QgsProject.instance())
-            rect = transform.transformBoundingBox(self.canvas.extent())
+            rect = self.area_box()
             return (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()), None
         if mode >= 2:
             return None, vector_path(self.area_layer.currentLayer(), folder / "area.gpkg",

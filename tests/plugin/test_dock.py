@@ -19,6 +19,8 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import Qt, QTimer
 
+from bfe_plugin.layers import SEPARATOR
+
 from .conftest import engine_ready, wait_for
 
 
@@ -35,7 +37,8 @@ def _quick_training(dock) -> None:
 
 def _group_layers(raster_name: str) -> dict:
     group = QgsProject.instance().layerTreeRoot().findGroup(f"bfe: {raster_name}")
-    return {} if group is None else {n.layer().name(): n.layer() for n in group.findLayers()}
+    return {} if group is None else {n.layer().name().split(SEPARATOR)[0]: n.layer()
+                                     for n in group.findLayers()}
 
 
 def test_combos_filter_layer_types(dock, layers):
