@@ -18,7 +18,8 @@ def cluster_client(options: ClusterOptions, memory_limit: str = "auto") -> Itera
     """A ``distributed.Client`` for ``options`` (closed, with its local cluster, on exit).
 
     A local cluster has ``options.workers`` processes of one thread each on 127.0.0.1 (one
-    thread: GDAL datasets and torch's threads are per process), without a dashboard.
+    thread: GDAL datasets and torch's threads are per process); its HTTP endpoint (the dashboard
+    where bokeh is installed) listens on a free port of 127.0.0.1.
     """
     distributed = require_dask()
     cluster = None
@@ -32,7 +33,8 @@ def cluster_client(options: ClusterOptions, memory_limit: str = "auto") -> Itera
     else:
         cluster = distributed.LocalCluster(
             n_workers=options.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-            dashboard_address=None, memory_limit=memory_limit, silence_logs=logging.ERROR)
+            dashboard_address="127.0.0.1:0", memory_limit=memory_limit,
+            silence_logs=logging.ERROR)
         client = distributed.Client(cluster)
     try:
         yield client
