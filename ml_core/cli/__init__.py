@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import importlib
 import math
 import os
@@ -139,6 +140,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return _run(argv)
     finally:
+        gc.collect()  # datasets of a failed write, kept by reference cycles, close here
         signal.signal(signal.SIGTERM, previous)
         sys.unraisablehook = hook
 

@@ -140,9 +140,18 @@ def _close(obj, final: PathLike) -> None:
         try:
             obj.FlushCache()
         except RuntimeError as exc:
-            raise write_failed(final, exc) from exc
+            raise write_failed(final, _reason(exc, failures.messages)) from exc
     if failures.messages:
-        raise write_failed(final, failures.messages[-1])
+        raise write_failed(final, _reason("", failures.messages))
+
+
+def _reason(exc: Union[BaseException, str], messages: list) -> Union[BaseException, str]:
+    """The real reason of a failed write: a full disk if any message says so (GDAL often
+    raises a consequence, e.g. "Write error at scanline 0", after "No space left")."""
+    for text in (exc, *messages):
+        if is_no_space(text):
+            return text
+    return exc or (messages[-1] if messages else "")
 
 
 def close_raster(ds: gdal.Dataset, final: PathLike) -> None:
@@ -178,12 +187,14 @@ def atomic_output(path: PathLike, inputs: Optional[Iterable] = None) -> Iterator
         with _GdalFailures() as failures:
             try:
                 yield tmp
-            except (OSError, RuntimeError) as exc:
-                if is_no_space(exc) or str(folder) in str(getattr(exc, "filename", "")):
-                    raise write_failed(path, exc) from exc
+            except Exception as exc:  # GDAL, SQLite, safetensors, the OS: all report a full disk
+                reason = _reason(exc, failures.messages)
+                if is_no_space(reason) or str(folder) in str(exc) + str(
+                        getattr(exc, "filename", "")):  # it names the temporary file
+                    raise write_failed(path, reason) from exc
                 raise
         if failures.messages:
-            raise write_failed(path, failures.messages[-1])
+            raise write_failed(path, _reason("", failures.messages))
         if not tmp.is_file():
             raise write_failed(path, "the writer produced no file")
         try:
