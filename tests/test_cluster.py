@@ -120,6 +120,25 @@ def test_cli_predict_on_a_running_scheduler(make_raster, tmp_path, client):
     np.testing.assert_allclose(read(tmp_path / "c.tif"), single(raster, tmp_path / "s.tif"),
                                atol=1e-5)
     assert cli_main([*args[:-8], "--scheduler", "localhost:1"]) == 2  # not an address
+    wkts = {}
+    for name, cluster in (("c", ["--scheduler", address]), ("s", [])):
+        out = tmp_path / f"{name}.gpkg"
+        assert cli_main(["extract", str(raster), "-m", str(model), "-o", str(out), *args[8:],
+                         "--threshold", "0.55", "--min-area", "0", *cluster]) == 0
+        src = ogr.Open(str(out))
+        wkts[name] = sorted(f.GetGeometryRef().ExportToWkt() for f in src.GetLayer("footprints"))
+        src = None
+    assert wkts["c"] == wkts["s"] and wkts["c"]
+
+
+def test_a_model_the_workers_cannot_build_is_a_clear_error(make_raster, tmp_path, client):
+    raster = make_raster(width=40, height=40)
+    card = ModelCard(architecture={"name": "custom", "in_channels": 3}, bands=[1, 2, 3],
+                     mean=[100.0] * 3, std=[50.0] * 3, gsd_m=1.0)
+    custom = LoadedModel(net=torch.nn.Conv2d(3, 2, 1).eval(), card=card)
+    with pytest.raises(InputError, match="(?i)unknown architecture .custom."):
+        predict_on_cluster(raster, custom, tmp_path / "c.tif", OPTS, ClusterOptions(), client)
+    assert not (tmp_path / "c.tif").exists()
 
 
 def test_cancel_leaves_no_output(make_raster, tmp_path, client):

@@ -20,7 +20,7 @@ from typing import Optional
 from osgeo import gdal
 
 from ml_core.config import ClusterOptions, PredictOptions
-from ml_core.errors import InputError
+from ml_core.errors import BfeError, InputError
 from ml_core.events import CancelToken, ProgressCallback, ProgressEvent, check_cancel, emit
 from ml_core.infer.cluster import require_dask
 from ml_core.infer.cluster.worker import model_blob, predict_task
@@ -87,7 +87,15 @@ class ClusterRunner:
             except TimeoutError:
                 self._report(progress, consumed, pending, total)
                 continue
-            return future.result()
+            try:
+                return future.result()
+            except BfeError:
+                raise
+            except Exception as exc:  # the worker's own error, e.g. bfe missing there
+                raise InputError(
+                    f"A cluster task failed ({type(exc).__name__}: {exc}). Every worker needs "
+                    "bfe, GDAL and torch installed, the raster readable at the same path, and "
+                    "memory for a task (see 'Tiles one cluster task predicts').") from exc
 
     def _report(self, progress: Optional[ProgressCallback], consumed: int, pending: deque,
                 total: int) -> None:

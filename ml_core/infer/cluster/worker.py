@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 from dataclasses import dataclass
 
@@ -66,8 +67,9 @@ def predict_task(path: str, blob: ModelBlob, job: WindowJob, windows: list[Windo
     """``(window, probability, valid)`` of each window with a valid pixel, as in one process."""
     torch.set_num_threads(threads)
     device = select_device(device_name)
-    ds = _remember(_DATASETS, (path, threading.get_ident()),
-                   lambda: gdalio.open_raster(path))
+    version = os.stat(path) if os.path.exists(path) else None  # a rewritten file is reopened
+    key = (path, version and (version.st_mtime_ns, version.st_size), threading.get_ident())
+    ds = _remember(_DATASETS, key, lambda: gdalio.open_raster(path))
     net = _remember(_MODELS, (blob.key, str(device)), lambda: _build(blob, device))
     return list(predict_windows(ds, net, job, windows, device))
 
