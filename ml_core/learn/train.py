@@ -20,14 +20,13 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
-from ml_core.config import LossOptions, RasterizeOptions, TrainOptions
+from ml_core.config import ExtractOptions, LossOptions, RasterizeOptions, TrainOptions
 from ml_core.errors import InputError
-from ml_core.evaluate.metrics import f_beta, pixel_counts, pixel_metrics_from_counts
 from ml_core.events import CancelToken, ProgressCallback, ProgressEvent, check_cancel, emit
+from ml_core.infer.extract import seed_pixels
 from ml_core.infer.predict import probability_bands
 from ml_core.io import raster as gdalio
 from ml_core.io.atomic import check_not_input, check_writable
-from ml_core.labels.classes import is_building
 from ml_core.labels.rasterize import rasterize_labels
 from ml_core.learn.checkpoint import last_path, load_state, save_state, state_paths
 from ml_core.learn.dataset import (
@@ -42,12 +41,13 @@ from ml_core.learn.device import amp_dtype, describe_device, select_device
 from ml_core.learn.losses import LOSSES, get_loss
 from ml_core.learn.losses.registry import loss_params
 from ml_core.learn.model import UNet
-from ml_core.learn.modelfile import ModelCard, load_model, save_model
+from ml_core.learn.modelfile import ModelCard, load_model, save_model, working_gsd
 from ml_core.learn.optim import make_optimizer, make_scheduler
+from ml_core.learn.threshold import best_pixel_dice, choose_thresholds, pixel_counts_by_threshold
+from ml_core.osm.offset import align_labels
 
 PathLike = Union[str, os.PathLike]
 DEFAULT_BASE = Path(__file__).resolve().parents[1] / "models" / "base_unet.safetensors"
-THRESHOLDS = tuple(np.round(np.arange(0.3, 0.71, 0.05), 2))
 
 
 @dataclass
@@ -63,21 +63,6 @@ class TrainResult:
     seconds: float
     device: str
     history: list = field(default_factory=list)
-
-
-def _counts_by_threshold(probs: np.ndarray, masks: np.ndarray) -> dict[float, tuple]:
-    """(TP, FP, FN) of ``probs > t`` against labelled pixels of ``masks`` for each threshold."""
-    known = masks != UNKNOWN
-    p, y = probs[known], is_building(masks[known])
-    return {float(t): pixel_counts(p > t, y) for t in THRESHOLDS}
-
-
-def choose_threshold(counts: dict[float, tuple], metric: str) -> tuple[float, float]:
-    """(threshold, best Dice over all thresholds): the threshold maximises ``metric`` ("dice"
-    or "f2"); the Dice, which ranks epochs, does not depend on that choice."""
-    dice = {t: pixel_metrics_from_counts(*c)["dice"] for t, c in counts.items()}
-    score = dice if metric == "dice" else {t: f_beta(*c, beta=2.0) for t, c in counts.items()}
-    return max(score, key=score.get), max(dice.values())
 
 
 @torch.no_grad()
@@ -127,6 +112,7 @@ class _Run:
     best_epoch: int = 0
     best_dice: Optional[float] = None
     threshold: float = 0.5
+    seed_threshold: float = 0.5
     bad_epochs: int = 0
     elapsed: float = 0.0
     batch_size: int = 4
@@ -134,7 +120,10 @@ class _Run:
     np_rng: dict = field(default_factory=dict)
 
 
-def _train_step(net, optimizer, scaler, loss_fn, imgs, masks, device, amp) -> float:
+def _train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                scaler: torch.amp.GradScaler, loss_fn: torch.nn.Module, imgs: np.ndarray,
+                masks: np.ndarray, device: torch.device, amp: Optional[torch.dtype]) -> float:
+    """One optimiser step on a batch of crops [N,C,H,W] and masks [N,H,W]; the loss."""
     x = torch.from_numpy(imgs).to(device)
     y = torch.from_numpy(masks.astype(np.int64)).to(device)
     if device.type == "cuda":
@@ -149,14 +138,31 @@ def _train_step(net, optimizer, scaler, loss_fn, imgs, masks, device, amp) -> fl
     return float(loss.detach())
 
 
-def _validate(net: UNet, val: list, device: torch.device, batch: int, metric: str,
-              cancel: Optional[CancelToken]) -> tuple[float, Optional[float]]:
-    """(threshold, Dice) on the held-out crops (see :func:`choose_threshold`); (0.5, None)
-    without any."""
+def _validate(net: UNet, val: list, device: torch.device, batch: int,
+              cancel: Optional[CancelToken]) -> tuple[Optional[np.ndarray], np.ndarray,
+                                                      Optional[float]]:
+    """(probability bands, masks, best pixel Dice) of the held-out crops; Dice None without
+    any."""
     if not val:
-        return 0.5, None
-    probs = predict_batches(net, np.stack([v[0] for v in val]), device, batch, cancel)[:, 0]
-    return choose_threshold(_counts_by_threshold(probs, np.stack([v[1] for v in val])), metric)
+        return None, np.zeros((0, 1, 1), np.uint8), None
+    bands = predict_batches(net, np.stack([v[0] for v in val]), device, batch, cancel)
+    masks = np.stack([v[1] for v in val])
+    return bands, masks, best_pixel_dice(pixel_counts_by_threshold(bands[:, 0], masks))
+
+
+def _keep_thresholds(run: _Run, bands: Optional[np.ndarray], masks: np.ndarray,
+                     options: TrainOptions, gsd_m: float) -> None:
+    """Choose the thresholds on the held-out crops (the policy of ``threshold_metric``)."""
+    if bands is None:
+        return
+    min_seed = seed_pixels(ExtractOptions().min_seed_m2, gsd_m)
+    chosen = choose_thresholds(bands, masks, options.threshold_metric, min_seed)
+    run.threshold, run.seed_threshold = chosen.building, chosen.seed
+
+
+def _with_thresholds(card: ModelCard, run: _Run, **metrics) -> ModelCard:
+    return replace(card, threshold=run.threshold, seed_threshold=run.seed_threshold,
+                   metrics=metrics)
 
 
 def _progress(run: _Run, step: int, loss: float, elapsed: float, left: float,
@@ -181,6 +187,94 @@ def _train_mode(net: torch.nn.Module, freeze_bn: bool) -> None:
         for m in net.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.eval()
+
+
+@dataclass
+class _Stepper:
+    """What an optimiser step needs, fixed for a run."""
+
+    net: UNet
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    loss_fn: torch.nn.Module
+    device: torch.device
+    amp: Optional[torch.dtype]
+
+
+def _loss(options: TrainOptions, loss_options: Optional[LossOptions], num_classes: int,
+          card: ModelCard) -> tuple[torch.nn.Module, ModelCard]:
+    """The loss module of ``options.loss`` set by ``loss_options``, and the card recording it."""
+    if options.loss not in LOSSES:
+        raise InputError(f"Unknown loss {options.loss!r}; choose one of {', '.join(LOSSES)}.")
+    params = loss_params(options.loss, loss_options or LossOptions(), num_classes)
+    loss_fn = get_loss(options.loss, num_classes, **params)
+    return loss_fn, replace(card, loss=options.loss, loss_params=params)
+
+
+def _epoch_steps(step: _Stepper, sampler: CropSampler, rng: np.random.Generator, run: _Run,
+                 options: TrainOptions, clock: tuple[float, float], dev_name: str,
+                 progress: Optional[ProgressCallback], cancel: Optional[CancelToken],
+                 ) -> tuple[list[float], Optional[ProgressEvent], bool]:
+    """One epoch's optimiser steps, halving the batch on CUDA out-of-memory: the losses, the
+    last progress event and whether the time budget ran out. ``clock``: (start, deadline)."""
+    start, deadline = clock
+    losses: list[float] = []
+    event = None
+    _train_mode(step.net, options.freeze_bn)
+    while len(losses) < options.steps_per_epoch:
+        check_cancel(cancel)
+        if time.monotonic() > deadline:
+            return losses, event, True
+        imgs, masks = sampler.batch(run.batch_size, rng)
+        try:
+            losses.append(_train_step(step.net, step.optimizer, step.scaler, step.loss_fn, imgs,
+                                      masks, step.device, step.amp))
+        except torch.cuda.OutOfMemoryError:
+            if run.batch_size == 1:
+                raise InputError("Out of GPU memory with a batch of 1; use a smaller "
+                                 "--crop-size or --device cpu.") from None
+            run.batch_size //= 2
+            torch.cuda.empty_cache()
+            continue
+        event = _progress(run, len(losses), losses[-1], time.monotonic() - start,
+                          deadline - time.monotonic(), options, dev_name)
+        emit(progress, event)
+    return losses, event, False
+
+
+def _score_start(net: UNet, val: list, run: _Run, card: ModelCard, out_model: Path,
+                 options: TrainOptions, device: torch.device,
+                 cancel: Optional[CancelToken]) -> None:
+    """Score the starting weights as epoch 0 and write them as the best so far (keep_start)."""
+    bands, masks, run.best_dice = _validate(net, val, device, run.batch_size, cancel)
+    _keep_thresholds(run, bands, masks, options, card.gsd_m)
+    run.history.append({"epoch": 0, "loss": None, "val_dice": run.best_dice,
+                        "threshold": run.threshold, "seconds": 0.0})
+    save_model(out_model, net, _with_thresholds(card, run, val_dice=run.best_dice, epoch=0))
+
+
+def _end_epoch(net: UNet, val: list, run: _Run, losses: list[float], card: ModelCard,
+               out_model: Path, options: TrainOptions, device: torch.device, start: float,
+               cancel: Optional[CancelToken]) -> tuple[float, Optional[float]]:
+    """Validate the epoch just trained, log it, write the best checkpoint (when Dice improved)
+    and the last one; (mean training loss, validation Dice)."""
+    bands, masks, dice = _validate(net, val, device, run.batch_size, cancel)
+    loss = float(np.mean(losses))
+    improved = dice is None or run.best_dice is None or dice > run.best_dice
+    if improved:  # thresholds are chosen for the checkpoint that is kept
+        _keep_thresholds(run, bands, masks, options, card.gsd_m)
+    run.history.append({"epoch": run.epoch, "loss": loss, "val_dice": dice,
+                        "threshold": run.threshold,
+                        "seconds": round(time.monotonic() - start, 1)})
+    card_now = _with_thresholds(card, run, val_dice=dice, epoch=run.epoch, train_loss=loss)
+    if improved:
+        run.best_dice, run.best_epoch = dice, run.epoch
+        run.bad_epochs = 0
+        save_model(out_model, net, card_now)
+    else:
+        run.bad_epochs += 1
+    save_model(last_path(out_model), net, card_now)
+    return loss, dice
 
 
 def fit(net: UNet, split: Split, card: ModelCard, out_model: PathLike,
@@ -208,13 +302,11 @@ def fit(net: UNet, split: Split, card: ModelCard, out_model: PathLike,
         run = _Run(**load_state(out_model, optimizer))
         rng.bit_generator.state = run.np_rng
     scheduler = make_scheduler(optimizer, options, run.epoch)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
-    if options.loss not in LOSSES:
-        raise InputError(f"Unknown loss {options.loss!r}; choose one of {', '.join(LOSSES)}.")
-    params = loss_params(options.loss, loss_options or LossOptions(), net.num_classes)
-    loss_fn = get_loss(options.loss, net.num_classes, **params)
-    card = replace(card, loss=options.loss, loss_params=params)
-    sampler = CropSampler(split.train, options.crop_size)
+    loss_fn, card = _loss(options, loss_options, net.num_classes, card)
+    step = _Stepper(net, optimizer, torch.amp.GradScaler(device.type, enabled=amp == torch.float16),
+                    loss_fn, device, amp)
+    sampler = CropSampler(split.train, options.crop_size, photometric=options.photometric,
+                          gsd_range_m=card.gsd_range_m if options.scale_augment else None)
     val = val_crops(split, options.crop_size)
     stopped = "epochs"
     start = time.monotonic() - run.elapsed
@@ -223,62 +315,22 @@ def fit(net: UNet, split: Split, card: ModelCard, out_model: PathLike,
     torch.use_deterministic_algorithms(device.type == "cpu", warn_only=True)
     try:
         if not resume and options.keep_start:
-            run.threshold, run.best_dice = _validate(net, val, device, run.batch_size,
-                                                       options.threshold_metric, cancel)
-            run.history.append({"epoch": 0, "loss": None, "val_dice": run.best_dice,
-                                "threshold": run.threshold, "seconds": 0.0})
-            save_model(out_model, net, replace(card, threshold=run.threshold,
-                                               metrics={"val_dice": run.best_dice, "epoch": 0}))
+            _score_start(net, val, run, card, out_model, options, device, cancel)
         while run.epoch < options.epochs:
-            _train_mode(net, options.freeze_bn)
-            losses: list[float] = []
-            while len(losses) < options.steps_per_epoch:
-                check_cancel(cancel)
-                if time.monotonic() > deadline:
-                    stopped = "time"
-                    break
-                imgs, masks = sampler.batch(run.batch_size, rng)
-                try:
-                    losses.append(_train_step(net, optimizer, scaler, loss_fn, imgs, masks,
-                                              device, amp))
-                except torch.cuda.OutOfMemoryError:
-                    if run.batch_size == 1:
-                        raise InputError("Out of GPU memory with a batch of 1; use a smaller "
-                                         "--crop-size or --device cpu.") from None
-                    run.batch_size //= 2
-                    torch.cuda.empty_cache()
-                    continue
-                event = _progress(run, len(losses), losses[-1], time.monotonic() - start,
-                                  deadline - time.monotonic(), options, dev_name)
-                emit(progress, event)
+            losses, event, timed_out = _epoch_steps(step, sampler, rng, run, options,
+                                                    (start, deadline), dev_name, progress, cancel)
+            stopped = "time" if timed_out else stopped
             if not losses:
                 break
             run.epoch += 1
             scheduler.step()
-            threshold, dice = _validate(net, val, device, run.batch_size,
-                                       options.threshold_metric, cancel)
-            loss = float(np.mean(losses))
-            run.history.append({"epoch": run.epoch, "loss": loss, "val_dice": dice,
-                                "threshold": threshold,
-                                "seconds": round(time.monotonic() - start, 1)})
-            card_now = replace(card, threshold=threshold, metrics={
-                "val_dice": dice, "epoch": run.epoch, "train_loss": loss})
-            if dice is None or run.best_dice is None or dice > run.best_dice:
-                run.best_dice, run.best_epoch, run.threshold = dice, run.epoch, threshold
-                run.bad_epochs = 0
-                save_model(out_model, net, card_now)
-            else:
-    if not any((reg.mask == 0).any() for reg in regions):  # nothing to tell buildings from
-        raise InputError(f"The labels {mask or labels} cover every labelled pixel of {raster} "
-                         "with buildings: there is no background to learn from. Use a larger "
-                         "raster or one with unbuilt ground.")
-                run.bad_epochs += 1
+            loss, dice = _end_epoch(net, val, run, losses, card, out_model, options, device,
+                                    start, cancel)
             run.elapsed, run.np_rng = time.monotonic() - start, rng.bit_generator.state
-            save_model(last_path(out_model), net, card_now)
             save_state(out_model, optimizer, run.__dict__)
             emit(progress, replace(event, stage="validate", message=f"epoch {run.epoch} done",
                                    step=None, loss=loss, val_dice=dice, eta_s=None))
-            if stopped == "time":
+            if timed_out:
                 break
             if run.bad_epochs >= options.patience:
                 stopped = "early_stop"
@@ -302,12 +354,12 @@ def finetune(raster: PathLike, labels: Union[PathLike, Sequence[PathLike], None]
     polygons ``labels`` (rasterised here with ``rasterize``) or a ready label ``mask``
     (0/1/255, same grid); the loss is set by ``loss_options``."""
     options = options or TrainOptions()
-    ds = gdalio.open_raster(raster)
     weights = Path(out_model).with_suffix(".safetensors")
     for out in (weights, last_path(weights), *state_paths(weights)):
         check_not_input(out, raster, labels, mask, base)
         check_not_input(out.with_suffix(".json"), raster, labels, mask, base,
                         base and Path(base).with_suffix(".json"))
+    ds = gdalio.open_raster(raster)
     start = load_model(base) if base is not None else None
     bands = list(bands or (start.card.bands if start else gdalio.default_bands(ds)))
     if start is not None and len(bands) != len(start.card.bands):
@@ -315,7 +367,8 @@ def finetune(raster: PathLike, labels: Union[PathLike, Sequence[PathLike], None]
                          f"{len(bands)} were chosen. Choose {len(start.card.bands)} bands or "
                          "train from scratch (no base model).")
     gdalio.check_band_list(ds, bands)
-    gsd = options.gsd_m or (start.card.gsd_m if start else gdalio.pixel_size_m(ds))
+    native = gdalio.pixel_size_m(ds)
+    gsd = options.gsd_m or (working_gsd(start.card, native)[0] if start else native)
     mean, std = gdalio.band_statistics(ds, bands)
     ds = None  # not held open for the whole training
     rasterize = rasterize or RasterizeOptions()
@@ -326,13 +379,19 @@ def finetune(raster: PathLike, labels: Union[PathLike, Sequence[PathLike], None]
         if label_mask is None:
             if labels is None:
                 raise InputError("Give building polygons or a label mask to fine-tune on.")
-            label_mask = rasterize_labels(raster, labels, Path(tmp) / "labels.tif", rasterize,
+            aligned, _ = align_labels(raster, labels, start, tmp, options.align_labels,
+                                      options.device, bands, progress, cancel)
+            label_mask = rasterize_labels(raster, aligned, Path(tmp) / "labels.tif", rasterize,
                                           progress=progress, cancel=cancel)
         regions = load_regions(raster, label_mask, bands, gsd, mean, std, cancel=cancel,
                                num_classes=net.num_classes)
     if not regions:
         raise InputError(f"No labelled pixel of {mask or labels} falls inside {raster}. "
                          "Check that the buildings overlap the raster.")
+    if not any((reg.mask == 0).any() for reg in regions):  # nothing to tell buildings from
+        raise InputError(f"The labels {mask or labels} cover every labelled pixel of {raster} "
+                         "with buildings: there is no background to learn from. Use a larger "
+                         "raster or one with unbuilt ground.")
     split = split_blocks(regions, options.crop_size // 2, options.val_fraction, options.seed)
     if start is None:  # a new network must learn its BatchNorm statistics; no start to keep
         options = replace(options, freeze_bn=False, keep_start=False)
@@ -343,7 +402,8 @@ def finetune(raster: PathLike, labels: Union[PathLike, Sequence[PathLike], None]
     card = ModelCard(architecture=net.architecture(), bands=bands, mean=[float(v) for v in mean],
                      std=[float(v) for v in std], gsd_m=float(gsd), tile_size=options.crop_size,
                      loss=options.loss, training_data=sources,
-                     base_model=Path(base).name if base is not None else None)
+                     base_model=Path(base).name if base is not None else None,
+                     gsd_range_m=start.card.gsd_range_m if start else None)
     return fit(net, split, card, out_model, options, progress, cancel, resume, loss_options)
 
 
