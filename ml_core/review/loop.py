@@ -123,7 +123,8 @@ def status_polygons(new_buildings: PathLike, status: str) -> tuple[list, osr.Spa
     return [g for g in geoms if g is not None], srs
 
 
-def _write_polygons(geoms: list, srs: osr.SpatialReference, out_path: Path) -> Path:
+def write_polygons(geoms: list, srs: osr.SpatialReference, out_path: Path) -> Path:
+    """Write polygons (in ``srs``) to a one-layer GeoPackage, atomically; returns its path."""
     with atomic_output(out_path) as tmp:
         out = create_gpkg(tmp)  # keep the data source alive while writing its layer
         layer = out.CreateLayer(out_path.stem, srs=srs, geom_type=ogr.wkbUnknown)
@@ -246,15 +247,15 @@ def round_labels(raster: PathLike, buildings, new_buildings: PathLike, out_path:
     stem = out_path.with_suffix("")
     labelled = as_list(buildings)
     if answers.train[ACCEPTED]:
-        labelled.append(_write_polygons(answers.train[ACCEPTED], srs,
+        labelled.append(write_polygons(answers.train[ACCEPTED], srs,
                                         Path(f"{stem}.accepted.gpkg")))
     rejected = answers.train[REJECTED]
     if rejected:
         mapped = [g for p in labelled for g in read_polygons(p, srs, "buildings").geoms]
         rejected = _minus(rejected, mapped)
-    background = _write_polygons(rejected, srs, Path(f"{stem}.rejected.gpkg")) \
+    background = write_polygons(rejected, srs, Path(f"{stem}.rejected.gpkg")) \
         if rejected else None
-    complete = _write_polygons(answers.complete, srs, Path(f"{stem}.complete.gpkg")) \
+    complete = write_polygons(answers.complete, srs, Path(f"{stem}.complete.gpkg")) \
         if answers.complete else None
     unanswered = _minus(answers.train[PROPOSED], answers.complete) if unanswered_unknown else []
     unknown = unanswered + answers.train[SEVERAL] + answers.withheld
@@ -272,7 +273,7 @@ FULL_PREDICTION_PX = 4_000_000  # rasters up to this size are predicted whole wh
 AOI_PAD_M = 15.0  # otherwise: only around the held-out answers, this far out
 
 
-def _footprints(path: PathLike, srs: osr.SpatialReference, layer_name: str) -> tuple:
+def scored_polygons(path: PathLike, srs: osr.SpatialReference, layer_name: str) -> tuple:
     """Polygons (in ``srs``), feature ids and scores of one layer of bfe's extraction."""
     src, layer = open_layer(path, prefer=layer_name)
     ct = transform(srs_of(layer), srs)
@@ -308,14 +309,14 @@ def measure(raster: PathLike, model: PathLike, yardstick: Yardstick, buildings, 
     aoi = None
     if ds.RasterXSize * ds.RasterYSize > FULL_PREDICTION_PX:
         pad = AOI_PAD_M * abs(ds.GetGeoTransform()[1]) / gdalio.pixel_size_m(ds)
-        aoi = _write_polygons([g.Buffer(pad) for g in yardstick.region], yardstick.srs,
+        aoi = write_polygons([g.Buffer(pad) for g in yardstick.region], yardstick.srs,
                               work / "aoi.gpkg")
     job = job or JobSpec()
     prob = predict_raster(raster, model, work / "probability.tif", job.predict, bands=bands,
                           aoi=aoi, cancel=cancel)
     out = extract_footprints(prob, work / "footprints.gpkg", job.extract, existing=buildings,
                              cancel=cancel).path
-    geoms, _fids, scores = _footprints(out, yardstick.srs, "footprints")
+    geoms, _fids, scores = scored_polygons(out, yardstick.srs, "footprints")
     threshold = probability_threshold(gdal.Open(str(prob)), job.extract)
     return {**yardstick.score(geoms, scores), "threshold": threshold}
 
@@ -479,7 +480,7 @@ def _proposals(new_buildings: PathLike) -> tuple[PolygonSet, list[int], np.ndarr
     src, layer = open_layer(new_buildings, prefer=NEW_LAYER)
     srs = srs_of(layer)
     del src
-    geoms, fids, scores = _footprints(new_buildings, srs, NEW_LAYER)
+    geoms, fids, scores = scored_polygons(new_buildings, srs, NEW_LAYER)
     return PolygonSet(geoms, srs, str(new_buildings)), fids, scores
 
 

@@ -113,7 +113,7 @@ def test_two_review_rounds_with_a_complete_area(dock, qgis_iface, tmp_path):
     from ml_core.io.vector import read_polygons
     from ml_core.labels.classes import UNKNOWN
     from ml_core.labels.rasterize import drop_buildings, read_mask
-    from ml_core.review.loop import _footprints, read_round_log, round_labels, split_answers
+    from ml_core.review.loop import read_round_log, round_labels, scored_polygons, split_answers
 
     drop = drop_buildings(SAMPLE_BUILDINGS, 0.5, 0, tmp_path / "drop.gpkg")
     raster = QgsRasterLayer(str(SAMPLE_RASTER), "sample")
@@ -177,7 +177,7 @@ def test_two_review_rounds_with_a_complete_area(dock, qgis_iface, tmp_path):
     # the yardstick, rebuilt from the files the round read, measures both extractions
     yard = split_answers(job.raster, job.new_buildings, job.complete_area, job.buildings).yardstick
     assert yard.counts == entry["held_out"]
-    measured = [yard.score(*_footprints(footprints_of(layer), yard.srs, "footprints")[::2])
+    measured = [yard.score(*scored_polygons(footprints_of(layer), yard.srs, "footprints")[::2])
                 for layer in (first, second)]
     for logged, own in zip((before, after), measured):
         for key in ("precision", "recall", "f1", "matched", "n_pred", "n_truth"):
