@@ -7,12 +7,16 @@
   ``interp`` (list of ``gdal.GCI_*`` per band).
 - ``make_vector(name="v.gpkg", wkts=[...], epsg=3857, layer="buildings", geom_type=None)``
   writes a GeoPackage (or any OGR format by extension) and returns its path. ``epsg=None``: no CRS.
+- ``small_disk``: a folder on a real 2 MB tmpfs (needs root to mount; skipped otherwise), and
+  ``fill(folder, free)`` to leave only ``free`` bytes on it, for disk-full tests.
 - ``shared_data``: ``Path`` of ``../shared/data`` (relative to the repository root); the test is
   skipped with reason ``shared data absent: ../shared/data`` when it is missing.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -111,3 +115,27 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("shared data absent: ../shared/data")
     return SHARED_DATA
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 2 MB tmpfs (``mount -t tmpfs``, needs root); skipped where mounting is refused."""
+    folder = tmp_path / "F"
+    folder.mkdir()
+    try:
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", str(folder)],
+                              capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError) as exc:
+        pytest.skip(f"cannot mount a small tmpfs to fill ({exc}); needs root")
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill ({done.stderr.strip()}); needs root")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=False, timeout=20)
+
+
+def fill(folder: Path, free: int) -> Path:
+    """Fill ``folder``'s file system until only about ``free`` bytes are left."""
+    st = os.statvfs(folder)
+    filler = folder / "filler"
+    filler.write_bytes(b"\0" * max(0, st.f_bavail * st.f_frsize - free))
+    return filler

@@ -4,7 +4,6 @@ Ctrl-C. Rows of the fault matrix in docs/RELIABILITY.md."""
 from __future__ import annotations
 
 import hashlib
-import os
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, pixel_box, write_raster, write_vector
+from conftest import REPO, fill, pixel_box, write_raster, write_vector
 from osgeo import gdal, ogr
 
 from ml_core.cli import main
@@ -23,32 +22,6 @@ from ml_core.io import raster as gdalio
 from ml_core.io.atomic import atomic_output, close_raster
 from ml_core.learn.model import UNet
 from ml_core.learn.modelfile import ModelCard, save_model
-
-TMPFS_BYTES = 2 << 20
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A real 2 MB tmpfs (``mount -t tmpfs``, needs root); skipped where mounting is refused."""
-    folder = tmp_path / "F"
-    folder.mkdir()
-    try:
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={TMPFS_BYTES}", "tmpfs",
-                               str(folder)], capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.SubprocessError) as exc:
-        pytest.skip(f"cannot mount a small tmpfs to fill ({exc}); needs root")
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs to fill ({done.stderr.strip()}); needs root")
-    yield folder
-    subprocess.run(["umount", "-l", str(folder)], check=False, timeout=20)
-
-
-def fill(folder: Path, free: int) -> Path:
-    """Fill ``folder``'s file system until only about ``free`` bytes are left."""
-    st = os.statvfs(folder)
-    filler = folder / "filler"
-    filler.write_bytes(b"\0" * max(0, st.f_bavail * st.f_frsize - free))
-    return filler
 
 
 @pytest.fixture

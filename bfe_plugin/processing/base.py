@@ -16,18 +16,22 @@ from qgis.core import (
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
+    QgsProcessingOutputLayerDefinition,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
+    QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
+    QgsProcessingParameterVectorLayer,
     QgsProcessingUtils,
 )
 
 from ml_core.config import JobSpec
 from ml_core.errors import BfeError
 from ml_core.events import CancelToken, ProgressEvent
+from ml_core.io.atomic import check_not_input
 
 from ..optionspec import OptionSpec, option_specs
 from ..sources import raster_path, vector_path
@@ -149,6 +153,7 @@ class BfeAlgorithm(QgsProcessingAlgorithm):
                 feedback.pushInfo(event.message)
 
         try:
+            check_not_input_layers(self, parameters, context)
             return self.run_step(parameters, context, feedback, progress,
                             CancelToken(is_cancelled=feedback.isCanceled))
         except BfeError as exc:
@@ -158,6 +163,32 @@ class BfeAlgorithm(QgsProcessingAlgorithm):
                  feedback: QgsProcessingFeedback, progress, cancel: CancelToken) -> dict:
         """Run the ml_core step; return the outputs."""
         raise NotImplementedError
+
+
+def check_not_input_layers(alg: QgsProcessingAlgorithm, parameters: dict,
+                           context: QgsProcessingContext) -> None:
+    """Refuse an output file that is one of the input layers' files (:class:`OutputError`).
+
+    Vector inputs reach ml_core as temporary copies, so its own check would not see the user's
+    file; temporary outputs are never inputs and are not resolved here (no side effects)."""
+    inputs = []
+    for param in alg.parameterDefinitions():
+        if isinstance(param, QgsProcessingParameterRasterLayer):
+            layer = alg.parameterAsRasterLayer(parameters, param.name(), context)
+        elif isinstance(param, QgsProcessingParameterVectorLayer):
+            layer = alg.parameterAsVectorLayer(parameters, param.name(), context)
+        elif isinstance(param, QgsProcessingParameterFile):
+            inputs.append(alg.parameterAsFile(parameters, param.name(), context) or None)
+            continue
+        else:
+            continue
+        inputs.append(layer.source() if layer is not None else None)
+    for param in alg.destinationParameterDefinitions():
+        value = parameters.get(param.name())
+        if isinstance(value, QgsProcessingOutputLayerDefinition):
+            value = value.sink.staticValue()
+        if isinstance(value, str) and value and not value.startswith(("TEMPORARY", "memory:")):
+            check_not_input(value, *inputs)
 
 
 def raster_input(name: str = "INPUT", label: str = "Raster (GeoTIFF or any GDAL raster)"):

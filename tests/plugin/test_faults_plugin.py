@@ -1,0 +1,79 @@
+"""Processing goes through the same checks as the CLI: an output that is an input, a full disk
+and a corrupt model give one clear message, and the user's files stay as they were."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from conftest import fill
+from qgis.core import QgsProcessingException
+
+from .conftest import engine_ready
+
+
+@pytest.fixture
+def run(qgis_processing, plugin):
+    import processing
+
+    return processing.run
+
+
+@pytest.fixture
+def tiny_model(tmp_path):
+    engine_ready("ml_core.learn.modelfile")
+    import torch
+
+    from ml_core.learn.model import UNet
+    from ml_core.learn.modelfile import ModelCard, save_model
+
+    torch.manual_seed(0)
+    net = UNet(3, 2, width=4, depth=2)
+    return save_model(tmp_path / "m.safetensors", net, ModelCard(
+        architecture=net.architecture(), bands=[1, 2, 3], mean=[100.0] * 3, std=[50.0] * 3,
+        gsd_m=0.3))
+
+
+def _sha(path) -> str:
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def test_predict_onto_its_input_raster_is_refused(run, layers, tiny_model):
+    raster, _ = layers
+    before = _sha(raster.source())
+    with pytest.raises(QgsProcessingException, match="also an input"):
+        run("bfe:predict_probability", {"INPUT": raster, "MODEL": str(tiny_model),
+                                        "OUTPUT": raster.source()})
+    assert _sha(raster.source()) == before
+
+
+def test_drop_onto_its_input_layer_is_refused(run, layers, tmp_path):
+    """The buildings reach ml_core as a temporary copy: the algorithm checks the layer's file."""
+    from osgeo import gdal
+
+    _, buildings = layers
+    own = tmp_path / "own.gpkg"
+    gdal.VectorTranslate(str(own), buildings.source().split("|")[0])
+    before = _sha(own)
+    with pytest.raises(QgsProcessingException, match="also an input"):
+        run("bfe:drop_labels", {"BUILDINGS": str(own), "FRACTION": 0.5, "SEED": 0,
+                                "OUTPUT": str(own)})
+    assert _sha(own) == before
+
+
+def test_corrupt_model_is_a_clear_message(run, layers, tmp_path, tiny_model):
+    raster, _ = layers
+    tiny_model.write_bytes(b"\x80\x04 pickled, or cut short")
+    with pytest.raises(QgsProcessingException, match="corrupt or not a safetensors"):
+        run("bfe:predict_probability", {"INPUT": raster, "MODEL": str(tiny_model),
+                                        "OUTPUT": str(tmp_path / "p.tif")})
+    assert not (tmp_path / "p.tif").exists()
+
+
+def test_disk_full_in_processing(run, layers, small_disk):
+    _, buildings = layers
+    filler = fill(small_disk, 32 << 10)
+    with pytest.raises(QgsProcessingException, match=r"No space left on .* while writing"):
+        run("bfe:drop_labels", {"BUILDINGS": buildings, "FRACTION": 0.5, "SEED": 0,
+                                "OUTPUT": str(small_disk / "d.gpkg")})
+    assert sorted(small_disk.iterdir()) == [filler]
