@@ -27,7 +27,10 @@ from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
     QgsCoordinateTransformContext,
+    QgsDataSourceUri,
     QgsDistanceArea,
+    QgsNetworkAccessManager,
+    QgsNetworkReplyContent,
     QgsPointXY,
     QgsRasterBlockFeedback,
     QgsRasterDataProvider,
@@ -36,6 +39,8 @@ from qgis.core import (
     QgsRasterPipe,
     QgsRectangle,
 )
+from qgis.PyQt.QtCore import QUrl
+from qgis.PyQt.QtNetwork import QNetworkReply, QNetworkRequest
 
 from ml_core.errors import Cancelled, InputError, OutputError
 from ml_core.events import CancelToken, ProgressCallback, ProgressEvent, emit
@@ -226,6 +231,38 @@ def fetch(request: ImageryRequest, folder: Path, provider: QgsRasterDataProvider
                 "layer draws on the map over this area, then try again or choose another zoom.")
         _tag(tmp, request)
     return FetchResult(path, False, request)
+
+
+class ServiceErrors:
+    """Failed replies of the request's server while a fetch runs, to say why it failed.
+
+    QGIS reports the replies of every thread's network manager on the main thread's one, so
+    this listens there (create and close it on the UI thread).
+    """
+
+    def __init__(self, request: ImageryRequest) -> None:
+        uri = QgsDataSourceUri()
+        uri.setEncodedUri(request.uri)  # XYZ, WMS and WMTS layers: "type=xyz&url=..."
+        self.host = QUrl(uri.param("url")).host()
+        self.errors: list[str] = []
+        self._manager = QgsNetworkAccessManager.instance()
+        self._manager.finished.connect(self._finished)
+
+    def _finished(self, reply: QgsNetworkReplyContent) -> None:
+        if reply.error() == QNetworkReply.NoError or reply.request().url().host() != self.host:
+            return
+        status = reply.attribute(QNetworkRequest.HttpStatusCodeAttribute)
+        self.errors.append(f"HTTP {status}" if status else reply.errorString())
+
+    def close(self) -> None:
+        self._manager.finished.disconnect(self._finished)
+
+    def explain(self, exc: BaseException) -> BaseException:
+        """``exc`` with what the server answered, when a request failed (else ``exc``)."""
+        if not self.errors or not isinstance(exc, OutputError):
+            return exc
+        return OutputError(f"{exc} {len(self.errors)} request(s) to {self.host} failed, the "
+                           f"first with {self.errors[0]}.")
 
 
 def imagery_info(path: str) -> dict:

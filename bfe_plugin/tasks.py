@@ -28,7 +28,7 @@ from ml_core.config import ExtractOptions, JobSpec, PredictOptions, RasterizeOpt
 from ml_core.errors import Cancelled
 from ml_core.events import CancelToken, ProgressCallback, ProgressEvent
 
-from .imagery import FetchResult, ImageryRequest, clip_raster, fetch
+from .imagery import FetchResult, ImageryRequest, ServiceErrors, clip_raster, fetch
 from .messages import format_traceback, log
 from .sources import base_model
 
@@ -219,7 +219,22 @@ class ExtractTask(CoreTask):
         super().__init__("bfe: extract buildings", torch_step(step), on_done, on_error)
 
 
-class ImageryTask(CoreTask):
+class FetchingTask(CoreTask):
+    """A task that may fetch imagery: a failure says what the imagery server answered."""
+
+    def watch(self, request: Optional[ImageryRequest]) -> None:
+        """Listen to the replies of ``request``'s server until the task finishes."""
+        self.service = ServiceErrors(request) if request is not None else None
+
+    def finished(self, ok: bool) -> None:
+        if self.service is not None:
+            self.service.close()
+            if self.error is not None:
+                self.error = self.service.explain(self.error)
+        super().finished(ok)
+
+
+class ImageryTask(FetchingTask):
     """Fetch imagery from a layer (XYZ, WMS, WMTS, a file) into a cached GeoTIFF."""
 
     def __init__(self, request: ImageryRequest, provider: QgsRasterDataProvider, folder: Path,
@@ -227,6 +242,7 @@ class ImageryTask(CoreTask):
         self.provider = provider  # a clone made on the UI thread; the pipe takes it over
         super().__init__(f"bfe: fetch imagery from {request.name}",
                          partial(fetch, request, folder, provider), on_done, on_error)
+        self.watch(request)
 
 
 # Shares of the whole chain's progress bar, by stage (fetch only when imagery is fetched).
@@ -316,7 +332,7 @@ class ChainJob:
         return self.spec.extract
 
 
-class ChainTask(CoreTask):
+class ChainTask(FetchingTask):
     """Fetch or clip the area's imagery, then ``ml_core.pipeline.run`` on it (rasterise,
     fine-tune, predict, extract) behind one progress bar; cancel keeps the best model."""
 
@@ -342,3 +358,4 @@ class ChainTask(CoreTask):
                        progress=chain, cancel=cancel)
 
         super().__init__("bfe: find missing buildings", torch_step(step), on_done, on_error)
+        self.watch(job.imagery)

@@ -196,6 +196,7 @@ def test_a_failing_tile_service_is_a_clear_error_and_leaves_no_file(broken_tiles
     error = outcome.get("error")
     assert isinstance(error, OutputError), outcome
     assert "returned no image" in str(error) and "'Broken tiles'" in str(error)
+    assert "to 127.0.0.1 failed, the first with HTTP 500" in str(error)
     assert requests  # the service was asked
     assert not list(tmp_path.glob("*.tif"))
 
