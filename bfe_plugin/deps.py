@@ -133,7 +133,9 @@ def pip_args(target: Path | None = None, packages: Sequence[str] = PIP_PACKAGES,
     if target is not None:
         args += ["--target", str(target)]
     if platform.system() != "Darwin":
-        args += ["--extra-index-url", TORCH_CPU_INDEX]  # CPU wheels; see README for CUDA
+        # Only PyTorch's index (CPU wheels; README for CUDA): with --extra-index-url a package
+        # of the same name on another index could win (dependency confusion).
+        args += ["--index-url", TORCH_CPU_INDEX]
     return [*args, *options, *packages]
 
 
