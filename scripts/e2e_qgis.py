@@ -144,8 +144,6 @@ def main() -> None:
     assert new.featureCount() > 0, "no new buildings proposed"
     set_visible(names["building probability"], False)  # the imagery shows through
     set_visible(names["footprints"], False)  # the new ones stand out, OSM's are in yellow
-    group = QgsProject.instance().layerTreeRoot().findGroup("bfe: banepa_sample")
-    group.setExpanded(True)  # the result names show in the layer panel
     canvas = iface.mapCanvas()
     canvas.setExtent(raster.extent())
     show_sections(dock, ("Inputs", "Find missing buildings", "Fine-tune"))
