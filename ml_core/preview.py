@@ -11,7 +11,8 @@ import numpy as np
 from osgeo import gdal, ogr
 
 from ml_core.io.atomic import atomic_output
-from ml_core.io.vector import burn, open_layer
+from ml_core.io.grid import burn
+from ml_core.io.vector import open_layer
 
 gdal.UseExceptions()
 ogr.UseExceptions()

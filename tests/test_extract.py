@@ -125,7 +125,7 @@ def test_threshold_defaults_to_the_one_stored_by_the_model(make_raster, tmp_path
 def test_zonal_mean_is_nan_where_a_polygon_sees_only_nodata(make_raster):
     from osgeo import gdal
 
-    from ml_core.infer.extract import zonal_mean
+    from ml_core.infer.polygonize import zonal_mean
 
     raster = prob_raster(make_raster, "z.tif", [(0, 0, 20, 20, 0.8), (40, 0, 60, 20, -1.0)])
     ds = gdal.Open(str(raster))

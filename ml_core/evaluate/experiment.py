@@ -40,7 +40,8 @@ from ml_core.events import CancelToken, ProgressCallback, ProgressEvent, emit
 from ml_core.infer.predict import predict_raster
 from ml_core.io import raster as gdalio
 from ml_core.io.atomic import atomic_output
-from ml_core.io.vector import burn, memory_layer, read_polygons
+from ml_core.io.grid import burn
+from ml_core.io.vector import memory_layer, read_polygons
 from ml_core.labels.classes import is_building
 from ml_core.labels.rasterize import (
     UNKNOWN,

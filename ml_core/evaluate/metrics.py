@@ -20,17 +20,15 @@ import numpy as np
 from osgeo import gdal, ogr
 
 from ml_core.evaluate.matching import IOU_MIN, area_meter, is_found, match_polygons
-from ml_core.infer.extract import binary_polygons
+from ml_core.infer.polygonize import binary_polygons
 from ml_core.io import raster as gdalio
 from ml_core.io.atomic import atomic_output, check_writable
+from ml_core.io.grid import burn, pixel_window, raster_bounds
 from ml_core.io.vector import (
     BoxIndex,
     PolygonSet,
-    burn,
     envelope_polygon,
     memory_layer,
-    pixel_window,
-    raster_bounds,
     read_polygons,
     split_layer_name,
     srs_of,

@@ -27,15 +27,14 @@ from osgeo import gdal, ogr, osr
 from ml_core.config import DEFAULT_THRESHOLD, THRESHOLD_KEY, ExtractOptions
 from ml_core.errors import InputError
 from ml_core.events import CancelToken, ProgressCallback, ProgressEvent, check_cancel, emit
+from ml_core.infer.polygonize import binary_polygons, zonal_mean
 from ml_core.io import raster as gdalio
 from ml_core.io.atomic import atomic_output, check_not_input, check_writable, close_vector
 from ml_core.io.vector import (
     AreaMeter,
     BoxIndex,
     as_list,
-    burn,
     create_gpkg,
-    memory_layer,
     polygons_of,
     read_polygons,
     srs_of,
@@ -68,36 +67,6 @@ class _Footprint:
     area_m2: float
     is_new: bool
     score: float = 0.0
-
-
-def binary_polygons(ds: gdal.Dataset, low: float, high: float = np.inf,
-                    cancel: Optional[CancelToken] = None) -> list:
-    """8-connected polygons (holes kept) of pixels with ``low <= value <= high`` in band 1.
-
-    The binary raster is written strip by strip to a compressed in-memory GeoTIFF, so memory
-    stays bounded by the raster width.
-    """
-    W, H = ds.RasterXSize, ds.RasterYSize
-    path = f"/vsimem/bfe_binary_{id(ds)}.tif"
-    binary = gdalio.create_like(ds, path, 0, 0, W, H, gdal.GDT_Byte)
-    src = ds.GetRasterBand(1)
-    nodata = src.GetNoDataValue()
-    rows = gdalio.strip_rows(W)
-    try:
-        for y0 in range(0, H, rows):
-            check_cancel(cancel)
-            v = src.ReadAsArray(0, y0, W, min(rows, H - y0))
-            on = (v >= low) & (v <= high) & (v != nodata if nodata is not None else True)
-            binary.GetRasterBand(1).WriteArray(on.astype(np.uint8), 0, y0)
-        band = binary.GetRasterBand(1)
-        mem = ogr.GetDriverByName("Memory").CreateDataSource("")
-        layer = mem.CreateLayer("blobs", srs=ds.GetSpatialRef(), geom_type=ogr.wkbPolygon)
-        layer.CreateField(ogr.FieldDefn("v", ogr.OFTInteger))
-        gdal.Polygonize(band, band, layer, 0, ["8CONNECTED=8"])
-        return [f.GetGeometryRef().Clone() for f in layer]
-    finally:
-        binary = band = None
-        gdal.Unlink(path)
 
 
 def min_rotated_rectangle(geom: ogr.Geometry) -> ogr.Geometry:
@@ -155,32 +124,6 @@ class _NewSplitter:
         out += [_Footprint(p, self.meter.area(p), False) for p in polygons_of(rest)
                 if self.meter.area(p) >= self.min_area]
         return out
-
-
-def zonal_mean(ds: gdal.Dataset, geoms: list,
-               cancel: Optional[CancelToken] = None) -> np.ndarray:
-    """Mean of band 1 inside each polygon (raster CRS); NaN where a polygon has no valid pixel.
-
-    Polygon ids are burned strip by strip and averaged with ``np.bincount``.
-    """
-    n = len(geoms)
-    sums, counts = np.zeros(n + 1), np.zeros(n + 1)
-    if n == 0:
-        return sums[1:]
-    _src, layer = memory_layer(geoms, srs_of(ds))
-    W, H = ds.RasterXSize, ds.RasterYSize
-    band = ds.GetRasterBand(1)
-    nodata = band.GetNoDataValue()
-    rows = gdalio.strip_rows(W)
-    for y0 in range(0, H, rows):
-        check_cancel(cancel)
-        h = min(rows, H - y0)
-        ids = burn(layer, ds, 0, y0, W, h, value=None, dtype=gdal.GDT_Int32)
-        prob = band.ReadAsArray(0, y0, W, h).astype(np.float64)
-        keep = (ids > 0) & ((prob != nodata) if nodata is not None else True)
-        sums += np.bincount(ids[keep], weights=prob[keep], minlength=n + 1)
-        counts += np.bincount(ids[keep], minlength=n + 1)
-    return np.divide(sums, counts, out=np.full_like(sums, np.nan), where=counts > 0)[1:]
 
 
 def _write(path: Path, footprints: list, srs: osr.SpatialReference, ct, final: Path) -> None:

@@ -36,17 +36,15 @@ from ml_core.infer.thresholds import Thresholds
 from ml_core.infer.tiling import Window, blend_weights, tile_windows
 from ml_core.io import raster as gdalio
 from ml_core.io.atomic import atomic_output, check_not_input, check_writable, close_raster
+from ml_core.io.grid import burn, pixel_window, window_envelope
 from ml_core.io.vector import (
     BoxIndex,
     PolygonSet,
-    burn,
     envelope_polygon,
     memory_layer,
-    pixel_window,
     read_polygons,
     srs_of,
     transform,
-    window_envelope,
 )
 from ml_core.learn.device import select_device
 from ml_core.learn.modelfile import LoadedModel, check_bands, load_model

@@ -31,9 +31,9 @@ from ml_core.io.atomic import (
     close_raster,
     close_vector,
 )
+from ml_core.io.grid import burn
 from ml_core.io.vector import (
     as_list,
-    burn,
     check_overlap,
     create_gpkg,
     memory_layer,
@@ -199,20 +199,10 @@ def _copy_schema(out, layer, name: str):
 
 
 def component_labels(binary: np.ndarray) -> tuple[np.ndarray, int]:
-    """8-connected component ids (1..n, 0 = background) of a boolean array, via GDAL."""
-    h, w = binary.shape
-    mem = gdal.GetDriverByName("MEM").Create("", w, h, 1, gdal.GDT_Byte)
-    mem.SetGeoTransform((0, 1, 0, 0, 0, 1))
-    band = mem.GetRasterBand(1)
-    band.WriteArray(binary.astype(np.uint8))
-    src = ogr.GetDriverByName("Memory").CreateDataSource("")
-    layer = src.CreateLayer("c", geom_type=ogr.wkbPolygon)
-    layer.CreateField(ogr.FieldDefn("val", ogr.OFTInteger))
-    gdal.Polygonize(band, band, layer, 0, ["8CONNECTED=8"])
-    geoms = [f.GetGeometryRef().Clone() for f in layer]
-    _, ids = memory_layer(geoms, None)
-    labels = burn(ids, mem, 0, 0, w, h, value=None, dtype=gdal.GDT_Int32)
-    return labels, len(geoms)
+    """8-connected component ids (1..n in raster scan order, 0 = background) of a boolean
+    array, and n."""
+    labels, n = ndimage.label(binary, structure=np.ones((3, 3), bool))
+    return labels, int(n)
 
 
 def drop_mask_components(mask: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray,

@@ -21,16 +21,15 @@ from osgeo import ogr
 
 from ml_core.config import ExtractOptions
 from ml_core.events import CancelToken, check_cancel
-from ml_core.infer.extract import binary_polygons, zonal_mean
+from ml_core.infer.polygonize import binary_polygons, zonal_mean
 from ml_core.io import raster as gdalio
 from ml_core.io.atomic import atomic_output, check_writable
+from ml_core.io.grid import overlaps, raster_bounds
 from ml_core.io.vector import (
     AreaMeter,
     as_list,
     create_gpkg,
     open_layer,
-    overlaps,
-    raster_bounds,
     read_polygons,
     srs_of,
     transform,

@@ -31,11 +31,11 @@ from ml_core.evaluate.matching import IOU_MIN, area_meter, match_polygons
 from ml_core.events import CancelToken, ProgressCallback, ProgressEvent, emit
 from ml_core.io import raster as gdalio
 from ml_core.io.atomic import atomic_output, check_writable
+from ml_core.io.grid import burn
 from ml_core.io.vector import (
     BoxIndex,
     PolygonSet,
     as_list,
-    burn,
     create_gpkg,
     memory_layer,
     open_layer,

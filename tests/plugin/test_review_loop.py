@@ -52,7 +52,8 @@ def run_task(task) -> object:
 
 def pixels(grid: Path, wkts: list, srs) -> np.ndarray:
     """Boolean mask of ``wkts`` (in ``srs``) on the grid of raster ``grid``."""
-    from ml_core.io.vector import burn, memory_layer
+    from ml_core.io.grid import burn
+    from ml_core.io.vector import memory_layer
 
     ds = gdal.Open(str(grid))
     _src, layer = memory_layer([ogr.CreateGeometryFromWkt(w) for w in wkts], srs)
