@@ -3,7 +3,9 @@
 Writes into ``outdir``: ``labels.tif``, ``model.safetensors`` (+ card and last checkpoint),
 ``probability.tif``, ``footprints.gpkg`` (layers ``footprints`` and ``new_buildings``),
 ``new_buildings.gpkg`` (footprints not in the input buildings) and ``report.json`` (inputs,
-options, training, counts, timings).
+options, training, counts, timings, the OSM-imagery offset). When the labels are aligned
+(``align_labels``), also ``offset_probability.tif`` (the base model's) and
+``aligned_labels.gpkg`` (the buildings moved onto the imagery, trained on).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Optional, Union
 
@@ -25,6 +28,7 @@ from ml_core.io.atomic import atomic_output, check_writable
 from ml_core.labels.rasterize import rasterize_labels
 from ml_core.learn.modelfile import read_card
 from ml_core.learn.train import DEFAULT_BASE, finetune
+from ml_core.osm.offset import align_labels
 
 PathLike = Union[str, os.PathLike]
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "data" / "sample"
@@ -62,7 +66,9 @@ def run(raster: Optional[PathLike] = None, buildings: Optional[PathLike] = None,
     def lap(name: str) -> None:
         timings[name] = round(time.monotonic() - start - sum(timings.values()), 1)
 
-    labels = rasterize_labels(raster, buildings, out / "labels.tif", job.rasterize,
+    aligned, offset = align_labels(raster, buildings, base, out, job.train.align_labels,
+                                   job.train.device, bands, progress, cancel)
+    labels = rasterize_labels(raster, aligned, out / "labels.tif", job.rasterize,
                               progress=progress, cancel=cancel)
     lap("rasterize")
     trained = finetune(raster, buildings, out / "model.safetensors", job.train, base=base,
@@ -82,10 +88,12 @@ def run(raster: Optional[PathLike] = None, buildings: Optional[PathLike] = None,
                "threshold": card.threshold,
                "val_dice": trained.best_val_dice, "epochs": trained.epochs_run,
                "stopped": trained.stopped, "device": trained.device,
+               "label_offset": offset.describe(),
                "seconds": round(time.monotonic() - start, 1)}
     report = {"summary": summary, "inputs": {"raster": str(raster), "buildings": str(buildings),
                                              "base": str(base) if base else None},
               "options": job.as_dict(), "training_history": trained.history,
+              "label_offset": asdict(offset),
               "timings_s": timings}
     with atomic_output(out / "report.json") as tmp:
         tmp.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")

@@ -2,7 +2,8 @@
 
 Only what is new is written: the proposals of a footprints GeoPackage (``new_buildings``), all
 but the rejected ones, or only the accepted ones. Each becomes a closed way tagged
-``building=yes`` (a ``type=multipolygon`` relation when it has holes), with negative ids and no
+``building=yes`` (a ``type=multipolygon`` relation when it has holes of at least
+:data:`ml_core.osm.checks.TINY_M2`; smaller pinholes are filled), with negative ids and no
 version (new objects, as JOSM expects), and nodes shared where buildings meet
 (:mod:`ml_core.osm.topology`, in the local UTM zone). Before writing, buildings are shifted
 back into OSM's frame by the offset :func:`ml_core.osm.checks.flag_proposals` stored with the
@@ -103,12 +104,16 @@ def _centre(geoms: list) -> tuple:
             float(env[:, 2].min() + env[:, 3].max()) / 2)
 
 
-def polygon_rings(poly: ogr.Geometry) -> list:
-    """Open rings ([n, 2] arrays) of a polygon: exterior first."""
+def polygon_rings(poly: ogr.Geometry, min_hole_m2: float = 0.0) -> list:
+    """Open rings ([n, 2] arrays) of a polygon: exterior first, then holes of at least
+    ``min_hole_m2`` (metric CRS)."""
     out = []
     for i in range(poly.GetGeometryCount()):
         pts = np.array(poly.GetGeometryRef(i).GetPoints())[:, :2]
-        out.append(pts[:-1] if len(pts) > 1 and np.array_equal(pts[0], pts[-1]) else pts)
+        pts = pts[:-1] if len(pts) > 1 and np.array_equal(pts[0], pts[-1]) else pts
+        x, y = pts[:, 0], pts[:, 1]
+        if i == 0 or abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2 >= min_hole_m2:
+            out.append(pts)
     return out
 
 
@@ -233,7 +238,7 @@ def export_buildings(footprints: PathLike, out: PathLike, source: Optional[str] 
                                           footprints)
     for line in warnings:
         emit(progress, ProgressEvent("export", 0.5, f"warning: {line}"))
-    rings = [polygon_rings(p.geom) for p in props]
+    rings = [polygon_rings(p.geom, checks.TINY_M2) for p in props]  # pinholes are filled
     nodes = share_nodes([r for rs in rings for r in rs], NODE_TOLERANCE_M)
     buildings, kept, i = [], [], 0
     for p, rs in zip(props, rings):

@@ -29,17 +29,19 @@ from osgeo import gdal, ogr, osr
 
 from ml_core.events import CancelToken, ProgressCallback, ProgressEvent, check_cancel, emit
 from ml_core.io import raster as gdalio
-from ml_core.io.grid import burn, raster_bounds, window_envelope
 from ml_core.io.vector import (
     BoxIndex,
     as_list,
+    burn,
     create_gpkg,
     ground_distance_m,
     local_utm,
     memory_layer,
+    raster_bounds,
     read_polygons,
     srs_of,
     transform,
+    window_envelope,
 )
 
 gdal.UseExceptions()
@@ -257,6 +259,7 @@ def write_polygons(path: PathLike, geoms: Sequence[ogr.Geometry],
 
 def align_labels(raster: gdalio.RasterLike, labels, model, workdir: PathLike,
                  enabled: bool = True, device: str = "auto",
+                 bands: Optional[Sequence[int]] = None,
                  progress: Optional[ProgressCallback] = None,
                  cancel: Optional[CancelToken] = None) -> tuple[list, Offset]:
     """(label paths to train on, offset): the building polygons ``labels`` moved onto the
@@ -272,11 +275,17 @@ def align_labels(raster: gdalio.RasterLike, labels, model, workdir: PathLike,
     ds = gdalio.open_raster(raster)
     srs = srs_of(ds)
     geoms = [g for p in paths for g in read_polygons(p, srs, what="buildings").geoms]
+    on_raster = len(BoxIndex(geoms).query(raster_bounds(ds)))
+    if on_raster < MIN_BUILDINGS:  # no prediction needed to know there is too little to go on
+        offset = Offset.none(f"{on_raster} building(s) on the raster, at least {MIN_BUILDINGS} "
+                             "needed", on_raster)
+        emit(progress, ProgressEvent("align", 1.0, offset.describe()))
+        return paths, offset
     loaded = load_model(model) if isinstance(model, (str, os.PathLike)) else model
     work = Path(workdir)
     emit(progress, ProgressEvent("align", 0.0, "estimating the OSM-imagery offset"))
     prob = predict_raster(ds, loaded, work / "offset_probability.tif",
-                          PredictOptions(device=device), cancel=cancel)
+                          PredictOptions(device=device), bands=bands, cancel=cancel)
     offset = estimate_offset(prob, geoms, cancel=cancel)
     offset = replace(offset, pixel_m=max(offset.pixel_m, loaded.card.gsd_m or 0.0))
     emit(progress, ProgressEvent("align", 1.0, offset.describe()))
