@@ -27,6 +27,8 @@ PathLike = Union[str, os.PathLike]
 RasterLike = Union[PathLike, gdal.Dataset]
 
 _STATS_READ_PX = 1024  # longest side of the decimated read used for band statistics
+_STATS_EXACT_PX = 1 << 26  # larger rasters get statistics from a grid of windows
+_STATS_GRID = (16, 128)  # windows per side, window size in pixels: 4 Mpx read in all
 _RULE_CACHE: dict = {}
 
 
@@ -217,13 +219,23 @@ def read_validity(ds: gdal.Dataset, bands: Sequence[int], xoff: int, yoff: int, 
 
 
 def band_statistics(ds: gdal.Dataset, bands: Sequence[int]) -> tuple[list, list]:
-    """Per-band mean and std over valid pixels of a decimated whole-raster read.
+    """Per-band mean and std over valid pixels of a decimated whole-raster read, or, for a
+    raster over :data:`_STATS_EXACT_PX` pixels, of a grid of small windows spread over it (a
+    decimated read touches every pixel: minutes on a large mosaic, e.g. for ``--extent``).
 
     A constant band gets std 1 so normalisation never divides by zero.
     """
-    scale = min(1.0, _STATS_READ_PX / max(ds.RasterXSize, ds.RasterYSize))
-    out = (max(1, int(ds.RasterXSize * scale)), max(1, int(ds.RasterYSize * scale)))
-    img, valid = read_window(ds, bands, 0, 0, ds.RasterXSize, ds.RasterYSize, out_size=out)
+    W, H = ds.RasterXSize, ds.RasterYSize
+    if W * H > _STATS_EXACT_PX:
+        n, size = _STATS_GRID
+        reads = [read_window(ds, bands, int(x), int(y), size, size)
+                 for y in np.linspace(0, H - size, n) for x in np.linspace(0, W - size, n)]
+        img = np.concatenate([r[0] for r in reads], axis=2)
+        valid = np.concatenate([r[1] for r in reads], axis=1)
+    else:
+        scale = min(1.0, _STATS_READ_PX / max(W, H))
+        out = (max(1, int(W * scale)), max(1, int(H * scale)))
+        img, valid = read_window(ds, bands, 0, 0, W, H, out_size=out)
     if not valid.any():
         raise InputError(f"Raster {raster_name(ds)} has no valid pixels in bands {list(bands)}. "
                          "Check its mask/nodata settings or choose other bands.")
