@@ -79,7 +79,7 @@ def module_available(name: str) -> bool:
 def _version_of(executable: Path) -> Optional[tuple[int, int]]:
     """(major, minor) that ``executable`` reports when run, or None if it does not run."""
     try:
-        result = subprocess.run(  # nosec B603 (an argument list, no shell)
+        result = subprocess.run(  # nosec B603
             [str(executable), "-c", "import sys; print(*sys.version_info[:2])"],
             capture_output=True, text=True, timeout=20, check=False)
         major, minor = (int(v) for v in result.stdout.split())
