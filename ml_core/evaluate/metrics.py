@@ -177,7 +177,7 @@ def visible_share(raster: gdalio.RasterLike, polys: PolygonSet) -> np.ndarray:
 
 
 def _is_vector(path: PathLike) -> bool:
-    return Path(str(path).split("|")[0]).suffix.lower() in VECTOR_SUFFIXES
+    return Path(split_layer_name(path)[0]).suffix.lower() in VECTOR_SUFFIXES
 
 
 def _pixel_pass(grid: gdal.Dataset, pred_of, truth_layer, valid_of, tile: int) -> dict:

@@ -180,12 +180,11 @@ def polygons_of(geom: ogr.Geometry) -> list:
 
 
 def split_layer_name(path: PathLike) -> tuple[str, Optional[str]]:
-    """``file.gpkg|layername=NAME`` (QGIS style) -> (file, NAME)."""
-    text = str(path)
-    if "|layername=" in text:
-        file, layer = text.split("|layername=", 1)
-        return file, layer.split("|")[0]
-    return text, None
+    """``file.gpkg|layername=NAME`` (QGIS style, other ``|key=value`` options ignored) ->
+    (file, NAME); (file, None) without a layer name."""
+    file, *options = str(path).split("|")
+    names = [o.split("=", 1)[1] for o in options if o.startswith("layername=")]
+    return file, names[0] if names else None
 
 
 def open_layer(path: PathLike, prefer: Optional[str] = None):

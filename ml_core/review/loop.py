@@ -41,6 +41,7 @@ from ml_core.io.vector import (
     open_layer,
     polygon_part,
     read_polygons,
+    split_layer_name,
     srs_of,
     transform,
 )
@@ -445,7 +446,8 @@ def describe_round(entry: dict) -> str:
     elif not entry.get("model_changed", True):
         head += ("the model's weights did not change (no epoch beat the current one on the "
                  "held-out blocks); ")
-    before, after = entry.get("yardstick_before"), entry.get("yardstick_after")
+    before, after = (f if f and f["n_pred"] + f["n_truth"] else None  # judged nothing
+                     for f in (entry.get("yardstick_before"), entry.get("yardstick_after")))
     if before and after and not entry.get("model_changed", True) and \
             round(before["threshold"], 2) != round(after["threshold"], 2):
         head += f"only its threshold did ({before['threshold']:.2f} → {after['threshold']:.2f}); "
@@ -534,7 +536,7 @@ def simulate_review(new_buildings: PathLike, truth: PathLike, out_path: PathLike
     decided = np.flatnonzero(answer != "")[:n]  # "": skipped
     decisions = {fids[order_idx[k]]: str(answer[k]) for k in decided}
     with atomic_output(out_path) as tmp:
-        gdal.VectorTranslate(str(tmp), str(new_buildings).split("|")[0], format="GPKG",
+        gdal.VectorTranslate(str(tmp), split_layer_name(new_buildings)[0], format="GPKG",
                              layers=[NEW_LAYER], layerName=NEW_LAYER, options=["-preserve_fid"])
         set_statuses(tmp, decisions)
     answers = list(decisions.values())
@@ -547,7 +549,7 @@ def set_statuses(new_buildings: PathLike, decisions: dict) -> None:
     bad = set(decisions.values()) - set(STATUSES)
     if bad:
         raise InputError(f"Unknown review status {sorted(bad)}; use one of {STATUSES}.")
-    src = ogr.Open(str(new_buildings).split("|")[0], update=1)
+    src = ogr.Open(split_layer_name(new_buildings)[0], update=1)
     layer = src.GetLayerByName(NEW_LAYER)
     layer.StartTransaction()
     for fid, status in decisions.items():
