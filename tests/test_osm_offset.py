@@ -8,7 +8,8 @@ from osgeo import gdal
 from osm_helpers import SAMPLE_BUILDINGS, SAMPLE_RASTER
 
 from ml_core.io import raster as gdalio
-from ml_core.io.vector import burn, ground_distance_m, memory_layer, read_polygons
+from ml_core.io.grid import burn
+from ml_core.io.vector import ground_distance_m, memory_layer, read_polygons
 from ml_core.learn.train import DEFAULT_BASE
 from ml_core.osm.offset import (
     Offset,

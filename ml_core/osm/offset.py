@@ -29,19 +29,17 @@ from osgeo import gdal, ogr, osr
 
 from ml_core.events import CancelToken, ProgressCallback, ProgressEvent, check_cancel, emit
 from ml_core.io import raster as gdalio
+from ml_core.io.grid import burn, raster_bounds, window_envelope
 from ml_core.io.vector import (
     BoxIndex,
     as_list,
-    burn,
     create_gpkg,
     ground_distance_m,
     local_utm,
     memory_layer,
-    raster_bounds,
     read_polygons,
     srs_of,
     transform,
-    window_envelope,
 )
 
 gdal.UseExceptions()
