@@ -214,3 +214,15 @@ def test_ctrl_c_in_the_last_predict_batch_cancels(files):
         predict_raster(files["r"], files["m"], out, progress=progress, cancel=token)
     assert not out.exists()
     assert not list(files["dir"].glob(".p.*"))
+
+
+def test_gdal_warnings_are_not_printed(tmp_path, capfd):
+    """GDAL warns when a polygon goes into a MultiPolygon GeoPackage layer; bfe prints one line."""
+    from osgeo import ogr
+
+    multi = write_vector(tmp_path / "multi.gpkg", [pixel_box(2, 2, 12, 12)],
+                         geom_type=ogr.wkbMultiPolygon)
+    capfd.readouterr()
+    assert main(["drop", str(multi), "-o", str(tmp_path / "d.gpkg")]) == 0
+    err = capfd.readouterr().err
+    assert "Warning" not in err, err
