@@ -5,7 +5,8 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.bfe-installed
-APT_CORE := python3-qgis python3-venv python3-gdal python3-matplotlib gdal-bin qgis-providers
+APT_CORE := python3-qgis python3-venv python3-gdal python3-matplotlib python3-scipy gdal-bin \
+	qgis-providers
 APT_DESKTOP := qgis xvfb xauth
 # Isolated QGIS profile, caches and temp files for headless runs.
 RUN_DIR := $(CURDIR)/build/run
@@ -34,7 +35,7 @@ $(STAMP): pyproject.toml
 	$(call apt_install,$(APT_CORE))
 	@test -x $(PY) || /usr/bin/python3 -m venv --system-site-packages $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev]"
-	@$(PY) -c "import torch, numpy, osgeo.gdal_array, qgis.core; assert numpy.__version__ < '2'" \
+	@$(PY) -c "import torch, numpy, scipy.ndimage, osgeo.gdal_array, qgis.core; assert numpy.__version__ < '2'" \
 	  || { echo "Environment check failed: see above."; exit 1; }
 	@touch $(STAMP)
 

@@ -27,6 +27,9 @@ VENDOR_DIR = PLUGIN_DIR / "_vendor"
 CHECKOUT = PLUGIN_DIR.parent
 PIP_PACKAGES = ("torch==2.13.0", "safetensors==0.8.0")
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+# Modules that come with QGIS's Python (compiled against its numpy), not from pip: the package
+# that provides each.
+SYSTEM_PACKAGES = {"osgeo": "python3-gdal", "scipy": "python3-scipy"}
 
 
 class PythonNotFound(RuntimeError):
@@ -150,9 +153,10 @@ def _fix_command(module: str) -> Missing:
             return Missing(module, pip_command(user_site_dir()), installable=True)
         except PythonNotFound as exc:
             return Missing(module, str(exc), installable=False)
-    if module == "osgeo":
-        fix = ("sudo apt install python3-gdal" if platform.system() == "Linux"
-               else "reinstall QGIS with its GDAL Python bindings (OSGeo4W: python3-gdal)")
+    if module in SYSTEM_PACKAGES:
+        name = SYSTEM_PACKAGES[module]
+        fix = (f"sudo apt install {name}" if platform.system() == "Linux"
+               else f"install {name} with QGIS (OSGeo4W setup: {name}; QGIS.app bundles it)")
         return Missing(module, fix, installable=False)
     return Missing(module, "reinstall the bfe plugin from its ZIP "
                            "(or run 'pip install -e .' in a bfe checkout)", installable=False)
@@ -160,7 +164,7 @@ def _fix_command(module: str) -> Missing:
 
 def check_dependencies() -> list[Missing]:
     """Every dependency of the plugin that cannot be imported, with its fix."""
-    return [_fix_command(m) for m in ("ml_core", "osgeo", "torch", "safetensors")
+    return [_fix_command(m) for m in ("ml_core", *SYSTEM_PACKAGES, "torch", "safetensors")
             if not module_available(m)]
 
 

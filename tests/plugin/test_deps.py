@@ -84,3 +84,12 @@ def test_no_interpreter_of_the_running_version_is_a_clear_message(tmp_path, monk
 def test_the_interpreter_found_runs_the_version_qgis_runs(fresh_lookup):
     found = Path(deps.python_executable())
     assert deps._version_of(found) == tuple(sys.version_info[:2])
+
+
+def test_scipy_is_checked_and_its_fix_named(monkeypatch):
+    """scipy (label classes, connected components) comes with QGIS's Python like GDAL's
+    bindings: missing, it is reported with the package to install, not pip-installed."""
+    real = deps.module_available
+    monkeypatch.setattr(deps, "module_available", lambda m: m != "scipy" and real(m))
+    (missing,) = [m for m in deps.check_dependencies() if m.module == "scipy"]
+    assert "python3-scipy" in missing.command and not missing.installable
