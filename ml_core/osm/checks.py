@@ -194,7 +194,8 @@ def flag_proposals(footprints: PathLike, existing: list, existing_srs: osr.Spati
             layer.SetFeature(f)
         layer.CommitTransaction()
     layer.SetMetadataItem(OFFSET_KEY, offset.to_json())
-    src = layer = None
+    layer = None  # the layer before its datasource
+    src = None
     return offset
 
 

@@ -213,7 +213,8 @@ def _write_geojson(path: Path, node_lonlat: np.ndarray, buildings: list, props: 
         feat.SetField("flags", ",".join(p.flags))
         feat.SetField("bfe_fid", int(p.fid))
         layer.CreateFeature(feat)
-    src = layer = None
+    layer = None  # the layer before its datasource
+    src = None
 
 
 def export_buildings(footprints: PathLike, out: PathLike, source: Optional[str] = None,

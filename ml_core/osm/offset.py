@@ -251,7 +251,8 @@ def write_polygons(path: PathLike, geoms: Sequence[ogr.Geometry],
         feat.SetGeometry(ogr.ForceToMultiPolygon(g.Clone()))
         layer.CreateFeature(feat)
     layer.CommitTransaction()
-    src = layer = None
+    layer = None  # the layer before its datasource
+    src = None
     return Path(path)
 
 
