@@ -6,8 +6,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.bfe-installed
 APT_CORE := python3-qgis python3-venv python3-gdal python3-matplotlib python3-scipy gdal-bin \
-	qgis-providers
-APT_DESKTOP := qgis xvfb xauth
+	qgis-providers osmium-tool
+APT_DESKTOP := qgis xvfb xauth josm
 # Isolated QGIS profile, caches and temp files for headless runs.
 RUN_DIR := $(CURDIR)/build/run
 ISOLATE := QT_QPA_PLATFORM=offscreen QGIS_CUSTOM_CONFIG_PATH=$(RUN_DIR)/qgis \
