@@ -6,6 +6,8 @@ import typing
 from dataclasses import MISSING, dataclass, fields
 from typing import Any, Callable
 
+ACRONYMS = {"tta": "TTA", "lr": "LR", "gsd": "GSD", "m": "(m)", "m2": "(m²)"}  # in labels
+
 
 @dataclass(frozen=True)
 class OptionSpec:
@@ -22,7 +24,9 @@ class OptionSpec:
 
     @property
     def label(self) -> str:
-        return self.name.replace("_", " ").capitalize()
+        """The field name as words, acronyms in capitals: ``tta`` -> "TTA"."""
+        text = " ".join(ACRONYMS.get(w, w) for w in self.name.split("_"))
+        return text[:1].upper() + text[1:]
 
     def parse(self, text: str) -> Any:
         """A value from its text (as saved or typed); "" is None. Raises ValueError."""

@@ -42,6 +42,15 @@ def _write(key: str, text: str) -> None:
     QgsSettings().setValue(f"{SCOPE}/{key}", text)
 
 
+def _decimals(spec: OptionSpec) -> int:
+    """Decimals a float field needs to show its default and bounds (2 to 6): "2.50", not
+    "2.5000"; "0.0003" for a learning rate."""
+    values = [v for v in (spec.default, spec.minimum, spec.maximum)
+              if isinstance(v, float) and v not in (float("inf"), float("-inf"))]
+    digits = [len(f"{v:.6f}".rstrip("0").split(".")[1]) for v in values]
+    return min(6, max([2, *digits]))
+
+
 def _bounds(spec: OptionSpec) -> tuple:
     """Spin-box range; an optional option keeps 0 as its "default" value."""
     low = 0 if spec.optional or spec.minimum is None else spec.minimum
@@ -60,7 +69,7 @@ def _editor(spec: OptionSpec) -> QWidget:
         editor.setRange(*_bounds(spec))
     elif spec.kind is float:
         editor = QDoubleSpinBox()
-        editor.setDecimals(4)
+        editor.setDecimals(_decimals(spec))
         editor.setRange(*_bounds(spec))
         if spec.optional:
             editor.setSpecialValueText("default")  # 0 means None

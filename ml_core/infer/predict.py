@@ -46,8 +46,8 @@ from ml_core.io.vector import (
     srs_of,
     transform,
 )
-from ml_core.learn.device import select_device
-from ml_core.learn.modelfile import LoadedModel, check_bands, load_model
+from ml_core.learn.device import describe_device, select_device
+from ml_core.learn.modelfile import LoadedModel, check_bands, load_model, working_gsd
 
 gdal.UseExceptions()
 
@@ -279,7 +279,7 @@ def predict_windows(ds: gdal.Dataset, net: torch.nn.Module, job: WindowJob,
             yield from _predict_batch(net, batch, mean, std, device, job.tile, job.tta)
         done = min(start + job.batch_size, len(windows))
         emit(progress, ProgressEvent("predict", done / len(windows),
-                                     f"tile {done}/{len(windows)}", device=str(device)))
+                                     f"tile {done}/{len(windows)}", device=describe_device(device)))
 
 
 @torch.no_grad()

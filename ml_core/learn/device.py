@@ -37,7 +37,8 @@ def describe_device(device: torch.device | str | None = None) -> str:
         return f"CUDA: {torch.cuda.get_device_name(dev)}"
     if dev.type == "mps":
         return "MPS: Apple GPU"
-    return f"CPU ({torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return f"CPU ({threads} thread{'' if threads == 1 else 's'})"
 
 
 def amp_dtype(device: torch.device) -> torch.dtype | None:

@@ -73,3 +73,14 @@ def test_the_dock_builds_one_job_with_the_loss_options(dock):
     finally:
         for form in (dock.loss_form, dock.rasterize_form):
             form.set_options(form.options_cls())
+
+
+def test_labels_spell_acronyms_and_numbers_show_few_decimals(forms):
+    from bfe_plugin.optionspec import option_specs
+    from ml_core.config import PredictOptions, TrainOptions
+
+    labels = {s.name: s.label for s in option_specs(PredictOptions) + option_specs(TrainOptions)}
+    assert labels["tta"] == "TTA" and labels["gsd_m"] == "GSD (m)"
+    train, _extract = forms
+    train.set_options(TrainOptions(minutes=2.5))
+    assert train.editor("minutes").text() == "2.50"  # not "2.5000"
