@@ -43,6 +43,10 @@ def report_error(bar: QgsMessageBar, exc: BaseException, details: Optional[str] 
 
 
 def report_success(bar: QgsMessageBar, text: str) -> None:
-    """A short success message."""
+    """A short success message; bfe's earlier success and info messages are closed first, so an
+    old one never comes back on the bar once this one times out."""
     log(text)
+    for item in bar.items():
+        if item.title() == TITLE and item.level() in (Qgis.Success, Qgis.Info):
+            bar.popWidget(item)
     bar.pushMessage(TITLE, text, Qgis.Success, 5)

@@ -332,3 +332,16 @@ def test_the_panel_draws_complete_areas_in_the_bfe_group_and_releases_the_tool(
     layer = panel.complete_layer()
     assert layer.name() == LAYER_NAME and layer.featureCount() == 1
     assert group.findLayer(layer.id()) is not None  # inside the bfe group
+
+
+def test_a_new_bfe_message_closes_the_old_ones(qgis_iface):
+    from qgis.core import Qgis
+    from qgis.gui import QgsMessageBar
+
+    from bfe_plugin.messages import report_success
+
+    bar = QgsMessageBar()
+    bar.pushMessage("other plugin", "kept", Qgis.Info, 0)
+    report_success(bar, "round 1 done")
+    report_success(bar, "round 2 done")
+    assert sorted(item.text() for item in bar.items()) == ["kept", "round 2 done"]
