@@ -6,10 +6,12 @@ two off the roofs. For each block (:data:`BLOCK_M` square) holding at least
 a building probability (the base model's): the normalised cross-power spectrum of the two
 Hann-windowed images (magnitude divided out to the power :data:`WHITEN`) peaks at the
 displacement, refined to 1/:data:`UPSAMPLE` pixel by a
-local, upsampled inverse DFT around the peak. The blocks' shifts are combined by a median; the
-confidence is the median peak-to-sidelobe ratio, and the estimate counts as confident with at
-least :data:`MIN_BUILDINGS` buildings, a ratio of at least :data:`MIN_PSR` and at least half of
-the blocks within :data:`AGREE_M` (or a pixel) of the median.
+local, upsampled inverse DFT around the peak. The shifts of the blocks with a clear peak
+(peak-to-sidelobe ratio at least :data:`MIN_PSR`) are combined by a median weighted by their
+buildings; the confidence is their weighted median ratio. The estimate counts as confident with
+at least :data:`MIN_BUILDINGS` buildings, a ratio of at least :data:`MIN_PSR` and at least
+:data:`MIN_AGREEMENT` of the buildings in clear blocks within :data:`AGREE_M` (or a pixel) of
+the median: on real areas a few sparse blocks peak on the wrong roofs.
 
 ``Offset.dx_m, dy_m`` (east, north) go *from OSM's frame to the imagery's*: training labels are
 moved by (+dx, +dy) (:func:`align_labels`), new buildings by (-dx, -dy) before export.
@@ -55,7 +57,8 @@ MIN_PSR = 6.0
 APPLY_MIN_PX = 0.5  # shifts under half a (model) pixel are not applied
 UPSAMPLE = 20
 WHITEN = 0.75  # 1 is pure phase correlation; 0.75 was steadier against a smooth probability
-AGREE_M = 0.3  # blocks agree when within this or a pixel of the median
+AGREE_M = 0.5  # blocks agree when within this or a pixel of the median
+MIN_AGREEMENT = 0.5  # share of the buildings in agreeing blocks with a clear peak
 
 
 @dataclass
@@ -78,7 +81,8 @@ class Offset:
     @property
     def applies(self) -> bool:
         """Confident and at least half a pixel long."""
-        return self.confident and np.hypot(self.dx_m, self.dy_m) >= APPLY_MIN_PX * self.pixel_m
+        long_enough = np.hypot(self.dx_m, self.dy_m) >= APPLY_MIN_PX * self.pixel_m
+        return bool(self.confident and long_enough)
 
     def describe(self) -> str:
         """One line for the user: the shift, its confidence and whether it is applied."""
@@ -136,6 +140,13 @@ def phase_correlate(image: np.ndarray, labels: np.ndarray,
     side[max(0, i - 2):i + 3, max(0, j - 2):j + 3] = False
     psr = float((search[i, j] - search[side].mean()) / (search[side].std() + 1e-12))
     return _upsampled_peak(cross, np.array([i - r, j - r])), psr
+
+
+def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    """The value at which the cumulative weight of the sorted values reaches half."""
+    order = np.argsort(values)
+    cum = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cum, cum[-1] / 2)])
 
 
 def _centres_in(envelopes: np.ndarray, env: tuple) -> int:
@@ -199,13 +210,17 @@ def estimate_offset(prob: gdalio.RasterLike, buildings: Sequence[ogr.Geometry],
     if not blocks or total < MIN_BUILDINGS:
         return Offset.none(f"too few mapped buildings per {BLOCK_M:.0f} m block (at least "
                            f"{MIN_BLOCK_BUILDINGS} in a block, {MIN_BUILDINGS} in all)", total)
-    dx = float(np.median([b["dx_m"] for b in blocks]))
-    dy = float(np.median([b["dy_m"] for b in blocks]))
-    psr = float(np.median([b["psr"] for b in blocks]))
+    clear = [b for b in blocks if b["psr"] >= MIN_PSR] or blocks
+    weight = np.array([b["buildings"] for b in clear], float)
+    dx = _weighted_median(np.array([b["dx_m"] for b in clear]), weight)
+    dy = _weighted_median(np.array([b["dy_m"] for b in clear]), weight)
+    psr = _weighted_median(np.array([b["psr"] for b in clear]), weight)
     agree = max(px_x, px_y, AGREE_M)
-    near = np.mean([np.hypot(b["dx_m"] - dx, b["dy_m"] - dy) <= agree for b in blocks])
+    near = np.array([np.hypot(b["dx_m"] - dx, b["dy_m"] - dy) <= agree for b in clear])
+    share = float(weight[near].sum() / total)
     reasons = ([f"peak-to-sidelobe ratio {psr:.1f} < {MIN_PSR}"] if psr < MIN_PSR else []) + \
-              ([f"blocks disagree ({near:.0%} within {agree:.2f} m)"] if near < 0.5 else [])
+              ([f"blocks disagree ({share:.0%} of the buildings in blocks within {agree:.2f} m "
+                "of the median)"] if share < MIN_AGREEMENT else [])
     return Offset(round(dx, 3), round(dy, 3), round(psr, 2), total, not reasons,
                   (px_x + px_y) / 2, "; ".join(reasons), blocks)
 
