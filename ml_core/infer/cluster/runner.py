@@ -37,11 +37,6 @@ class ClusterRunner:
 
     def __init__(self, client, cluster: ClusterOptions, options: PredictOptions) -> None:
         self.client, self.cluster, self.options = client, cluster, options
-        self.tasks = 0  # tasks of the last run, for reports
-
-    def _ahead(self) -> int:
-        threads = sum(self.client.nthreads().values())
-        return max(2, AHEAD_PER_THREAD * threads)
 
     def __call__(self, ds: gdal.Dataset, loaded: LoadedModel, job: WindowJob,
                  windows: Sequence[Window], progress: Optional[ProgressCallback] = None,
@@ -53,54 +48,54 @@ class ClusterRunner:
         require_dask()
         n = self.cluster.windows_per_task
         chunks = [list(windows[i:i + n]) for i in range(0, len(windows), n)]
-        self.tasks = len(chunks)
         blob = self.client.scatter(model_blob(loaded), broadcast=True, hash=True)
         prefix = f"bfe-predict-{uuid.uuid4().hex[:8]}"
         pending: deque = deque()
         submitted = consumed = 0
+
+        def report(threads: int) -> None:
+            done = consumed + sum(f.done() for f in pending)
+            emit(progress, ProgressEvent(
+                "predict", done / max(len(chunks), 1),
+                f"task {done}/{len(chunks)} on {threads} worker thread(s)",
+                extra={"tasks_done": done, "tasks": len(chunks)}))
+
         try:
             while consumed < len(chunks):
-                while submitted < len(chunks) and submitted - consumed < self._ahead():
+                threads = sum(self.client.nthreads().values())  # workers may come and go
+                while submitted < len(chunks) and (
+                        submitted - consumed < max(2, AHEAD_PER_THREAD * threads)):
                     pending.append(self.client.submit(
                         predict_task, path, blob, job, chunks[submitted], self.options.device,
                         self.cluster.torch_threads, key=f"{prefix}-{submitted}",
                         priority=-submitted, pure=False))
                     submitted += 1
-                results = self._result(pending[0], consumed, pending, len(chunks), progress,
-                                       cancel)
+                results = _result(pending[0], lambda t=threads: report(t), cancel)
                 pending.popleft()
                 consumed += 1
                 yield from results
-                self._report(progress, consumed, pending, len(chunks))
+                report(threads)
         finally:
             self.client.cancel(list(pending))
             self.client.cancel([blob])
 
-    def _result(self, future, consumed: int, pending: deque, total: int,
-                progress: Optional[ProgressCallback], cancel: Optional[CancelToken]) -> list:
-        """The result of ``future``, checking for cancel and reporting progress meanwhile."""
-        distributed = require_dask()
-        while True:
-            check_cancel(cancel)
-            try:
-                distributed.wait(future, timeout=POLL_S)
-            except TimeoutError:
-                self._report(progress, consumed, pending, total)
-                continue
-            try:
-                return future.result()
-            except BfeError:
-                raise
-            except Exception as exc:  # the worker's own error, e.g. bfe missing there
-                raise InputError(
-                    f"A cluster task failed ({type(exc).__name__}: {exc}). Every worker needs "
-                    "bfe, GDAL and torch installed, the raster readable at the same path, and "
-                    "memory for a task (see 'Tiles one cluster task predicts').") from exc
 
-    def _report(self, progress: Optional[ProgressCallback], consumed: int, pending: deque,
-                total: int) -> None:
-        done = consumed + sum(f.done() for f in pending)
-        workers = len(self.client.nthreads())
-        emit(progress, ProgressEvent("predict", done / max(total, 1),
-                                     f"task {done}/{total} on {workers} worker(s)",
-                                     extra={"tasks_done": done, "tasks": total}))
+def _result(future, report, cancel: Optional[CancelToken]) -> list:
+    """The result of ``future``, checking for cancel and reporting progress meanwhile."""
+    distributed = require_dask()
+    while True:
+        check_cancel(cancel)
+        try:
+            distributed.wait(future, timeout=POLL_S)
+        except TimeoutError:
+            report()
+            continue
+        try:
+            return future.result()
+        except BfeError:
+            raise
+        except Exception as exc:  # the worker's own error, e.g. bfe missing there
+            raise InputError(
+                f"A cluster task failed ({type(exc).__name__}: {exc}). Every worker needs "
+                "bfe, GDAL and torch installed, the raster readable at the same path, and "
+                "memory for a task (see 'Tiles one cluster task predicts').") from exc

@@ -11,6 +11,19 @@ from ml_core.errors import InputError
 from ml_core.infer.cluster import require_dask
 
 CONNECT_TIMEOUT_S = 10
+PRE_SPAWN = "distributed.nanny.pre-spawn-environ"
+
+
+def worker_environment() -> contextlib.AbstractContextManager:
+    """Dask's environment for new worker processes, less ``MALLOC_TRIM_THRESHOLD_``: that
+    setting turns off glibc's adaptive mmap threshold, so each of torch's large activation
+    buffers is mapped and zeroed anew; measured here, a U-Net forward ran ~1.5x slower in a
+    worker than in the parent with it, as fast without it."""
+    import dask
+
+    environ = dask.config.get(PRE_SPAWN, {})
+    return dask.config.set({PRE_SPAWN: {k: v for k, v in environ.items()
+                                        if k != "MALLOC_TRIM_THRESHOLD_"}})
 
 
 @contextlib.contextmanager
@@ -31,10 +44,11 @@ def cluster_client(options: ClusterOptions, memory_limit: str = "auto") -> Itera
                              "Check the address, or start one with 'dask scheduler' and "
                              "'dask worker ADDRESS' on each machine.") from exc
     else:
-        cluster = distributed.LocalCluster(
-            n_workers=options.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-            dashboard_address="127.0.0.1:0", memory_limit=memory_limit,
-            silence_logs=logging.ERROR)
+        with worker_environment():
+            cluster = distributed.LocalCluster(
+                n_workers=options.workers, threads_per_worker=1, processes=True,
+                host="127.0.0.1", dashboard_address="127.0.0.1:0", memory_limit=memory_limit,
+                silence_logs=logging.ERROR)
         client = distributed.Client(cluster)
     try:
         yield client
