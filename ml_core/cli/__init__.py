@@ -133,23 +133,26 @@ def _hide_close_errors(hook):
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``bfe`` command."""
-    from ml_core.cli.train import interrupt
+    from ml_core.cli.train import on_start_up
 
-    previous = signal.signal(signal.SIGTERM, interrupt)  # cleans up as Ctrl-C does
+    # Ctrl-C and SIGTERM alike: noted during start-up, then they cancel (outputs cleaned up)
+    previous = {s: signal.signal(s, on_start_up) for s in (signal.SIGINT, signal.SIGTERM)}
     hook, sys.unraisablehook = sys.unraisablehook, _hide_close_errors(sys.unraisablehook)
     try:
         return _run(argv)
     finally:
         gc.collect()  # datasets of a failed write, kept by reference cycles, close here
-        signal.signal(signal.SIGTERM, previous)
+        for s, h in previous.items():
+            signal.signal(s, h)
         sys.unraisablehook = hook
 
 
 def _run(argv: Optional[Sequence[str]]) -> int:
-    from ml_core.cli.train import last_signal
+    from ml_core.cli.train import last_signal, started
 
     try:
         args = build_parser().parse_args(argv)
+        started()
         with _quiet_gdal():
             return int(args.func(args) or 0)
     except (Cancelled, KeyboardInterrupt):

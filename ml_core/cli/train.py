@@ -14,6 +14,7 @@ from typing import Optional
 
 from ml_core.cli import add_options, csv_list, job_from_args
 from ml_core.config import ExtractOptions, LossOptions, RasterizeOptions, TrainOptions
+from ml_core.errors import Cancelled
 from ml_core.events import CancelToken, ProgressEvent
 
 
@@ -59,10 +60,32 @@ def last_signal() -> int:
     return int(_received[-1])
 
 
+_pending: list = []  # a signal received while bfe started up, not acted on yet
+
+
 def interrupt(signum: int, _frame) -> None:
     """Outside a cancellable step, SIGTERM interrupts like Ctrl-C (``finally`` blocks clean up)."""
     _received[:] = [signum]
     raise KeyboardInterrupt
+
+
+def on_start_up(signum: int, _frame) -> None:
+    """While bfe starts (imports torch and GDAL), a signal is noted and acted on once that is
+    done: an import interrupted half-way can leave a module broken or swallow the interrupt.
+    A second signal interrupts at once."""
+    _received[:] = [signum]
+    if _pending:
+        raise KeyboardInterrupt
+    _pending.append(signum)
+
+
+def started() -> None:
+    """Start-up is over: a signal noted meanwhile cancels now; later ones interrupt."""
+    for s in _SIGNALS:
+        signal.signal(s, interrupt)
+    if _pending:
+        _pending.clear()
+        raise Cancelled("Cancelled by the user.")
 
 
 @contextlib.contextmanager
@@ -70,7 +93,6 @@ def ctrl_c_cancels() -> Iterator[CancelToken]:
     """A cancel token set by Ctrl-C or SIGTERM while the block runs (training stops within
     ~2 s, unfinished outputs are removed); a second signal interrupts at once."""
     token = CancelToken()
-    _received[:] = [signal.SIGINT]
 
     def handler(signum, _frame) -> None:
         _received[:] = [signum]
