@@ -8,6 +8,7 @@ from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from .drop_labels import DropLabels
+from .export_osm import ExportOsm
 from .extract_footprints import ExtractFootprints
 from .finetune import Finetune
 from .predict_cluster import PredictCluster
@@ -15,7 +16,7 @@ from .predict_probability import PredictProbability
 from .rasterise_labels import RasteriseLabels
 
 ALGORITHMS = (RasteriseLabels, DropLabels, Finetune, PredictProbability, ExtractFootprints,
-              PredictCluster)
+              PredictCluster, ExportOsm)
 
 
 class BfeProvider(QgsProcessingProvider):
