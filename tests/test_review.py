@@ -309,6 +309,9 @@ def test_describe_round_says_when_the_model_did_not_change():
     lost = dict(entry, discarded={**figures, "f1": 0.5})
     assert "keeps the current one" in review.describe_round(lost)
     assert "no held-out answers" in review.describe_round(dict(entry, yardstick_before=None))
+    nothing = {**figures, "f1": 1.0, "n_pred": 0, "n_truth": 0}  # a held-out area, judged empty
+    assert "no held-out answers" in review.describe_round(dict(
+        entry, yardstick_before=nothing, yardstick_after=nothing))
 
 
 def write_probability(path: Path, prob: np.ndarray) -> Path:

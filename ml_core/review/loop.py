@@ -295,11 +295,12 @@ def scored_polygons(path: PathLike, srs: osr.SpatialReference, layer_name: str) 
 
 def measure(raster: PathLike, model: PathLike, yardstick: Yardstick, buildings, work: Path,
             job: Optional[JobSpec] = None, bands: Optional[list] = None,
-            cancel: Optional[CancelToken] = None) -> Optional[dict]:
+            cancel: Optional[CancelToken] = None,
+            whole_up_to_px: int = FULL_PREDICTION_PX) -> Optional[dict]:
     """Object F1 of ``model``'s footprints on the held-out answers, extracted as the dock does
     (``job``'s predict and extract options, the mapped ``buildings`` as existing); None without
-    held-out answers. Small rasters are predicted whole, so the figures are those of the next
-    extraction; larger ones only around the held-out answers."""
+    held-out answers. Rasters up to ``whole_up_to_px`` pixels are predicted whole, so the
+    figures are those of the next extraction; larger ones only around the held-out answers."""
     from ml_core.infer.extract import extract_footprints, probability_threshold
     from ml_core.infer.predict import predict_raster
 
@@ -308,7 +309,7 @@ def measure(raster: PathLike, model: PathLike, yardstick: Yardstick, buildings, 
     work.mkdir(parents=True, exist_ok=True)
     ds = gdalio.open_raster(raster)
     aoi = None
-    if ds.RasterXSize * ds.RasterYSize > FULL_PREDICTION_PX:
+    if ds.RasterXSize * ds.RasterYSize > whole_up_to_px:
         pad = AOI_PAD_M * abs(ds.GetGeoTransform()[1]) / gdalio.pixel_size_m(ds)
         aoi = write_polygons([g.Buffer(pad) for g in yardstick.region], yardstick.srs,
                               work / "aoi.gpkg")
@@ -375,7 +376,8 @@ def run_round(raster: PathLike, buildings, new_buildings: PathLike, current_mode
               out_model: PathLike, job: Optional[JobSpec] = None, complete_area=None,
               bands: Optional[list] = None, unanswered_unknown: bool = True,
               progress: Optional[ProgressCallback] = None,
-              cancel: Optional[CancelToken] = None) -> RoundResult:
+              cancel: Optional[CancelToken] = None,
+              whole_up_to_px: int = FULL_PREDICTION_PX) -> RoundResult:
     """One review round: build the labels, fine-tune from ``current_model``, measure the model
     before and after on the held-out answers (:func:`measure`), log the round.
 
@@ -401,7 +403,7 @@ def run_round(raster: PathLike, buildings, new_buildings: PathLike, current_mode
                                  f"accepted, {labels.counts.rejected} rejected"))
     work = out_model.with_name(out_model.stem + ".yardstick")
     before = measure(raster, current_model, labels.yardstick, buildings, work / "before", job,
-                     bands, cancel)
+                     bands, cancel, whole_up_to_px)
     if not read_round_log(current_model):  # round 0: the model the loop starts from
         log_round(out_model, {"model": str(current_model), "labels_added": 0,
                               "labels_rejected": 0, "yardstick_after": before,
@@ -411,7 +413,7 @@ def run_round(raster: PathLike, buildings, new_buildings: PathLike, current_mode
                       rasterize=job.rasterize, loss_options=job.loss)
     emit(progress, ProgressEvent("predict", 0.0, "measuring the round on the held-out answers"))
     after = measure(raster, result.model_path, labels.yardstick, buildings, work / "after", job,
-                    bands, cancel)
+                    bands, cancel, whole_up_to_px)
     discarded = None
     if before and after and (after["f1"] < before["f1"] or
                              after["precision"] < before["precision"]):
