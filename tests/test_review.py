@@ -295,7 +295,8 @@ def test_score_cut_takes_only_scores_the_answers_show_are_right():
 
 
 def test_describe_round_says_when_the_model_did_not_change():
-    figures = {"f1": 0.6209476309, "precision": 0.55, "recall": 0.71}
+    figures = {"f1": 0.6209476309, "precision": 0.55, "recall": 0.71, "threshold": 0.45,
+               "n_pred": 9, "n_truth": 7}
     entry = {"round": 1, "model_changed": False, "held_out": {
         "accepted": 4, "rejected": 3, "complete_areas": 1},
         "yardstick_before": figures, "yardstick_after": dict(figures)}
