@@ -56,6 +56,7 @@ MIN_BLOCK_BUILDINGS = 5
 MIN_PSR = 6.0
 APPLY_MIN_PX = 0.5  # shifts under half a (model) pixel are not applied
 UPSAMPLE = 20
+ALIGNMENT_OFF = "label alignment off"
 WHITEN = 0.75  # 1 is pure phase correlation; 0.75 was steadier against a smooth probability
 AGREE_M = 0.5  # blocks agree when within this or a pixel of the median
 MIN_AGREEMENT = 0.5  # share of the buildings in agreeing blocks with a clear peak
@@ -86,6 +87,8 @@ class Offset:
 
     def describe(self) -> str:
         """One line for the user: the shift, its confidence and whether it is applied."""
+        if self.reason == ALIGNMENT_OFF:
+            return "Label alignment is off: labels unshifted."
         if not self.confident:
             return f"OSM-imagery offset not estimated with confidence ({self.reason}); unshifted."
         verdict = "applied" if self.applies else "under half a pixel, not applied"
@@ -195,12 +198,14 @@ def estimate_offset(prob: gdalio.RasterLike, buildings: Sequence[ogr.Geometry],
             w, h = min(block, W - x0), min(block, H - y0)
             if min(w, h) < 4 * max_px and (w, h) != (W, H):
                 continue  # an edge strip too narrow to see the shift
-            count = _centres_in(index.env[on_raster], window_envelope(ds, x0, y0, w, h))
+            env = window_envelope(ds, x0, y0, w, h)
+            count = _centres_in(index.env[on_raster], env)
             if count < MIN_BLOCK_BUILDINGS:
                 continue
             image = band.ReadAsArray(x0, y0, w, h).astype(np.float64)
             if nodata is not None:
                 image[image == nodata] = 0.0
+            layer.SetSpatialFilterRect(env[0], env[2], env[1], env[3])  # this block's only
             labels = burn(layer, ds, x0, y0, w, h).astype(np.float64)
             (drow, dcol), psr = phase_correlate(image, labels, max_px)
             blocks.append({"x": x0, "y": y0, "buildings": count, "psr": round(psr, 2),
@@ -281,7 +286,7 @@ def align_labels(raster: gdalio.RasterLike, labels, model, workdir: PathLike,
     model pixel; otherwise ``labels`` unchanged. The message is reported via ``progress``."""
     paths = as_list(labels)
     if not enabled or model is None or not paths:
-        return paths, Offset.none("label alignment off")
+        return paths, Offset.none(ALIGNMENT_OFF)
     from ml_core.config import PredictOptions
     from ml_core.infer.predict import predict_raster
     from ml_core.learn.modelfile import load_model
