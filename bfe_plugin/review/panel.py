@@ -92,6 +92,7 @@ class ReviewPanel(QWidget):
         self.threshold = DEFAULT_THRESHOLD
         self.calibration: Optional[list] = None  # held-out table of the last round, if any
         self.busy = False
+        self.saving = False  # the panel is committing its own decision
         self.setFocusPolicy(Qt.StrongFocus)
         self._build()
         self.shortcuts = self._shortcuts(self, PANEL_KEYS)
@@ -234,12 +235,17 @@ class ReviewPanel(QWidget):
         self.target.setExceptedLayerList([layer])
         layer.loadNamedStyle(str(STYLE))
         layer.triggerRepaint()
-        layer.afterCommitChanges.connect(self._guard(self._reorder))  # e.g. after a split
+        layer.afterCommitChanges.connect(self._guard(self._committed))
         self.copied.clear()
         self._reorder()
         self._enable_keys()
         self.setFocus()
         self.layer_set.emit()
+
+    def _committed(self) -> None:
+        """The user saved edits of the layer (e.g. a split): review the parts too."""
+        if not self.saving:
+            self._reorder()
 
     def _reorder(self) -> None:
         """Order the proposals as chosen and go to the first one still to review."""
@@ -310,7 +316,10 @@ class ReviewPanel(QWidget):
         started = not self.layer.isEditable() and self.layer.startEditing()
         for fid in fids:
             self.layer.changeAttributeValue(fid, index, status)
-        if started and not self.layer.commitChanges():
+        self.saving = started
+        saved = not started or self.layer.commitChanges()
+        self.saving = False
+        if not saved:
             raise InputError(f"Cannot save the review in '{self.layer.name()}': "
                              f"{'; '.join(self.layer.commitErrors())}")
         self.layer.triggerRepaint()
@@ -377,7 +386,7 @@ class ReviewPanel(QWidget):
         expression = f"\"{STATUS_FIELD}\" = '{PROPOSED}' AND \"score\" >= {cut}"
         request = QgsFeatureRequest().setFilterExpression(expression)
         n = self.set_status([f.id() for f in self.layer.getFeatures(request)], ACCEPTED)
-        self._show_current()
+        self._go_to_proposed(self.position)
         self.message.emit(f"Accepted {n} proposal(s) with score ≥ {cut:.2f}, where at least "
                           f"{share:.0%} of the answers were buildings.")
         return n
@@ -387,7 +396,7 @@ class ReviewPanel(QWidget):
         if self.layer is None or self.busy:
             return 0
         n = self.set_status(list(self.layer.selectedFeatureIds()), REJECTED)
-        self._show_current()
+        self._go_to_proposed(self.position)
         self.message.emit(f"Rejected {n} selected proposal(s).")
         return n
 

@@ -354,3 +354,27 @@ def test_a_new_bfe_message_closes_the_old_ones(qgis_iface):
     report_success(bar, "round 1 done")
     report_success(bar, "round 2 done")
     assert sorted(item.text() for item in bar.items()) == ["kept", "round 2 done"]
+
+
+@pytest.mark.filterwarnings("ignore:QgsVectorLayer.splitFeatures")  # 3.22 binds only this one
+def test_a_split_proposal_is_reviewed_as_its_parts_and_accept_moves_to_the_next(
+        proposals, qgis_canvas):
+    from qgis.core import QgsPointXY
+
+    from bfe_plugin.review.panel import ReviewPanel
+
+    panel = ReviewPanel(qgis_canvas)
+    panel.set_layer(proposals)
+    second = panel.order[1]
+    panel.accept()
+    assert panel.current == second  # the next one: the panel's own save does not reorder
+    blob = proposals.getFeature(panel.order[2]).geometry().boundingBox()  # score 0.5, 10 x 10 m
+    proposals.startEditing()  # as QGIS's Split Features tool does, with a line across it
+    x = blob.center().x()
+    assert proposals.splitFeatures([QgsPointXY(x, blob.yMinimum() - 1),
+                                    QgsPointXY(x, blob.yMaximum() + 1)]) == 0
+    panel.reject()  # a decision while the layer is being edited goes into its edits
+    assert proposals.commitChanges()
+    assert len(panel.order) == 5  # the two halves are reviewed, each with the blob's score
+    halves = [f for f in proposals.getFeatures() if f["score"] == 0.5]
+    assert len(halves) == 2 and {f["status"] for f in halves} == {"proposed"}
