@@ -402,6 +402,9 @@ def run_round(raster: PathLike, buildings, new_buildings: PathLike, current_mode
     emit(progress, ProgressEvent("rasterize", 1.0, f"round labels: {labels.counts.accepted} "
                                  f"accepted, {labels.counts.rejected} rejected"))
     work = out_model.with_name(out_model.stem + ".yardstick")
+    if labels.yardstick:
+        emit(progress, ProgressEvent("predict", 0.0, "measuring the current model on the "
+                                     "held-out answers"))
     before = measure(raster, current_model, labels.yardstick, buildings, work / "before", job,
                      bands, cancel, whole_up_to_px)
     if not read_round_log(current_model):  # round 0: the model the loop starts from
