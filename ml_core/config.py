@@ -106,11 +106,11 @@ class TrainOptions(_Checked):
                             "ignore_confident the base model scores too well (measured: recall "
                             "of unmapped buildings 0.65 with it, 0.81 without, on the sample).")
     threshold_metric: str = _opt(
-        "f2", "What the probability threshold maximises on the held-out blocks: f2 weights "
-        "recall twice (their unmapped buildings count as false positives, and new buildings are "
-        "proposals a mapper reviews; it raised the recall of unmapped buildings on each of the "
-        "sample's three drops, see the README) or dice (pixel accuracy).",
-        choices=("f2", "dice"))
+        "object_f1", "What the thresholds maximise on the held-out blocks: object_f1 extracts "
+        "buildings as 'bfe extract' does and matches them one to one with the held-out labels "
+        "(building and seed thresholds; buildings mostly on unknown pixels are not counted), f2 "
+        "pixel F-score with recall counted twice, or dice (pixel accuracy).",
+        choices=("object_f1", "f2", "dice"))
     scale_augment: bool = _opt(False, "Resample training crops to random pixel sizes across the "
                                "model's trained range (for base models that must work on any "
                                "imagery; a fine-tune learns its own raster's pixel size).")
@@ -215,7 +215,8 @@ class ExtractOptions(_Checked):
                               min=0.0, max=100.0)
     min_area: float = _opt(15.0, "Drop polygons smaller than this many square metres.", min=0.0)
     simplify: float = _opt(1.0, "Simplification tolerance in pixels of ground distance.", min=0.0)
-    regularize: bool = _opt(False, "Square corners where the area stays within ±30 %.")
+    regularize: bool = _opt(False, "Right angles for nearly rectangular buildings (as JOSM's "
+                            "orthogonalise); other shapes are kept.")
     existing_overlap: float = _opt(
         0.3, "A footprint overlapping existing buildings by more than this share is not new.",
         min=0.0, max=1.0,

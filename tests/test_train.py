@@ -20,7 +20,7 @@ from ml_core.learn.dataset import CropSampler, load_regions, split_blocks
 from ml_core.learn.model import UNet
 from ml_core.learn.modelfile import ModelCard, load_model, save_model
 from ml_core.learn.optim import make_optimizer
-from ml_core.learn.train import choose_threshold, finetune, fit, ignore_confident
+from ml_core.learn.train import finetune, fit, ignore_confident
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample" / "banepa_sample.tif"
@@ -211,19 +211,12 @@ def test_ignore_confident_unlabels_background_in_training_and_validation(tiny):
         assert np.array_equal(reg.mask == 1, t0 == 1) and np.array_equal(val.mask == 1, v0 == 1)
 
 
-def test_threshold_maximises_f2_or_dice_while_epochs_are_ranked_by_dice():
-    counts = {0.4: (90, 40, 10),  # Dice 180/230 = 0.783, F2 450/530 = 0.849
-              0.7: (70, 5, 30)}  # Dice 140/175 = 0.800, F2 350/475 = 0.737
-    assert choose_threshold(counts, "dice") == (0.7, pytest.approx(0.8))
-    assert choose_threshold(counts, "f2") == (0.4, pytest.approx(0.8))
-
-
 def test_the_experiment_keeps_the_settings_of_its_committed_grids():
     """Table I scores Dice; its committed runs chose thresholds by Dice and trained with AdamW,
-    while the product defaults are F2 and SGD."""
+    while the product defaults are object F1 and SGD."""
     from ml_core.evaluate.experiment import ExperimentConfig
 
-    assert (TrainOptions().threshold_metric, TrainOptions().optimizer) == ("f2", "sgd")
+    assert (TrainOptions().threshold_metric, TrainOptions().optimizer) == ("object_f1", "sgd")
     for config in (ExperimentConfig(), ExperimentConfig.preset(quick=True)):
         assert (config.train.threshold_metric, config.train.optimizer) == ("dice", "adamw")
 

@@ -1,10 +1,12 @@
 """Probability raster -> building footprint polygons in a GeoPackage.
 
-Threshold, polygonise (``gdal.Polygonize``, 8-connected, holes kept), simplify at about a pixel of
-ground distance, drop polygons under ``min_area`` m², optionally regularise to a minimum rotated
-rectangle (kept only when its area stays within ±30 %), then split off what is new.
+One polygon per building (``ml_core.infer.instances``: thresholds from the raster, its model or
+the user; touching buildings separated by a watershed from confident interiors for instance
+models; holes kept; neighbours share their walls), simplified at about a pixel of ground
+distance, polygons under ``min_area`` m² dropped, optionally regularised (right angles where a
+building is nearly rectangular, ``ml_core.infer.regularize``), then what is new is split off.
 
-New buildings (FINDINGS lesson 4): a blob overlapping existing footprints by at most
+New buildings: a blob overlapping existing footprints by at most
 ``existing_overlap`` of its area is new as a whole. Otherwise the (slightly buffered) existing
 footprints are cut out of it and every remaining part that is building-sized (≥ ``min_area`` and
 at least :data:`MIN_WIDTH_M` wide) becomes a new footprint; the rest of the blob stays
@@ -24,10 +26,13 @@ from typing import Optional, Union
 import numpy as np
 from osgeo import gdal, ogr, osr
 
-from ml_core.config import DEFAULT_THRESHOLD, THRESHOLD_KEY, ExtractOptions
+from ml_core.config import ExtractOptions
 from ml_core.errors import InputError
 from ml_core.events import CancelToken, ProgressCallback, ProgressEvent, check_cancel, emit
-from ml_core.infer.polygonize import binary_polygons, zonal_mean
+from ml_core.infer.instances import instance_polygons
+from ml_core.infer.polygonize import zonal_mean
+from ml_core.infer.regularize import orthogonalize
+from ml_core.infer.thresholds import Thresholds
 from ml_core.io import raster as gdalio
 from ml_core.io.atomic import atomic_output, check_not_input, check_writable, close_vector
 from ml_core.io.vector import (
@@ -35,6 +40,7 @@ from ml_core.io.vector import (
     BoxIndex,
     as_list,
     create_gpkg,
+    ground_distance_m,
     polygons_of,
     read_polygons,
     srs_of,
@@ -48,7 +54,6 @@ osr.UseExceptions()
 
 MIN_WIDTH_M = 2.0  # parts narrower than this (after cutting out existing buildings) are slivers
 EXISTING_BUFFER_M = 0.5  # existing footprints are grown by max(this, 1 pixel) before cutting
-REGULARIZE_TOLERANCE = 0.3
 PathLike = Union[str, os.PathLike]
 
 
@@ -90,9 +95,14 @@ def min_rotated_rectangle(geom: ogr.Geometry) -> ogr.Geometry:
     return rect
 
 
-def _regularize(geom: ogr.Geometry) -> ogr.Geometry:
-    rect = min_rotated_rectangle(geom)
-    return rect if abs(rect.GetArea() / geom.GetArea() - 1) <= REGULARIZE_TOLERANCE else geom
+def metres_per_unit(ds: gdal.Dataset) -> tuple[float, float]:
+    """Ground metres per CRS unit along x and y at the raster's centre (angles are measured in
+    that frame, also for rasters in degrees)."""
+    gt, srs = ds.GetGeoTransform(), srs_of(ds)
+    cx, cy = gdal.ApplyGeoTransform(gt, ds.RasterXSize / 2, ds.RasterYSize / 2)
+    dx, dy = abs(gt[1]), abs(gt[5])
+    return (ground_distance_m(srs, (cx, cy), (cx + dx, cy)) / dx,
+            ground_distance_m(srs, (cx, cy), (cx, cy + dy)) / dy)
 
 
 class _NewSplitter:
@@ -156,20 +166,24 @@ def _write(path: Path, footprints: list, srs: osr.SpatialReference, ct, final: P
                 feat.SetField("status", "proposed")
             layer.CreateFeature(feat)
         layer.CommitTransaction()
+    close_vector(out, final)  # the spatial index is written here: a full disk fails it
 
 
 def probability_threshold(ds: gdal.Dataset, options: ExtractOptions) -> float:
-    close_vector(out, final)  # the spatial index is written here: a full disk fails it
-    """The user's threshold, else the one the model stored with its probability raster."""
-    if options.threshold is not None:
-        return options.threshold
-    return float(ds.GetMetadataItem(THRESHOLD_KEY) or DEFAULT_THRESHOLD)
+    """The building threshold extraction uses: the user's, else the raster's (its model's)."""
+    return Thresholds.of_raster(ds).overridden(options.threshold).building
+
+
+def seed_pixels(min_seed_m2: float, pixel_m: float) -> int:
+    """The smallest interior region, in pixels, that seeds a building of its own."""
+    return max(1, round(min_seed_m2 / (pixel_m * pixel_m)))
 
 
 def _check_probability(ds: gdal.Dataset, path) -> None:
-    """Refuse an image given where a probability raster (one Float32 band) is expected."""
+    """Refuse an image given where a probability raster (one or two Float32 bands: building,
+    and interior for instance models) is expected."""
     band = ds.GetRasterBand(1)
-    if ds.RasterCount != 1 or band.DataType not in (gdal.GDT_Float32, gdal.GDT_Float64):
+    if ds.RasterCount > 2 or band.DataType not in (gdal.GDT_Float32, gdal.GDT_Float64):
         raise InputError(
             f"{path} looks like an image ({ds.RasterCount} band(s) of "
             f"{gdal.GetDataTypeName(band.DataType)}), not a building probability raster. "
@@ -189,6 +203,7 @@ def extract_footprints(prob_path: gdalio.RasterLike, out_path: PathLike,
     ds = gdalio.open_raster(prob_path)
     _check_probability(ds, prob_path)
     check_writable(out_path)
+    check_not_input(out_path, prob_path, existing)
     srs = srs_of(ds)
     out_srs = srs_of(crs) if crs else srs
     existing_geoms = []
@@ -196,14 +211,15 @@ def extract_footprints(prob_path: gdalio.RasterLike, out_path: PathLike,
         existing_geoms += read_polygons(path, srs, what="existing buildings",
                                         progress=progress).geoms
     gt = ds.GetGeoTransform()
-    check_not_input(out_path, prob_path, existing)
     px_crs, px_m = abs(gt[1]), gdalio.pixel_size_m(ds)
     to_crs = px_crs / px_m  # CRS units per metre at the raster centre
     meter = AreaMeter.at_centre_of(ds)
     splitter = _NewSplitter(existing_geoms, max(EXISTING_BUFFER_M, px_m) * to_crs,
                             MIN_WIDTH_M * to_crs, options.min_area, options.existing_overlap, meter)
     emit(progress, ProgressEvent("extract", 0.0, "polygonising"))
-    blobs = binary_polygons(ds, probability_threshold(ds, options), cancel=cancel)
+    frame = metres_per_unit(ds)
+    thresholds = Thresholds.of_raster(ds).overridden(options.threshold, options.seed_threshold)
+    blobs = instance_polygons(ds, thresholds, seed_pixels(options.min_seed_m2, px_m), cancel)
     footprints = []
     for i, blob in enumerate(blobs):
         if i % 200 == 0:
@@ -215,7 +231,7 @@ def extract_footprints(prob_path: gdalio.RasterLike, out_path: PathLike,
         if geom.IsEmpty() or area < options.min_area:
             continue
         if options.regularize:
-            geom = _regularize(geom)
+            geom = orthogonalize(geom, *frame)
             area = meter.area(geom)
         footprints += splitter.split(geom, area)
     emit(progress, ProgressEvent("extract", 0.75, "scoring"))

@@ -81,6 +81,14 @@ def network_probability(net: torch.nn.Module, x: torch.Tensor, tta: bool = False
     return total / 4
 
 
+def out_of_range_warning(card, ds: gdal.Dataset) -> str:
+    """The warning for a raster whose pixel size lies outside the model's trained range."""
+    low, high = card.gsd_range_m
+    return (f"Warning: {gdalio.raster_name(ds)} has {gdalio.pixel_size_m(ds):.2f} m pixels, "
+            f"outside the {low:g}-{high:g} m the model was trained for; it is resampled to the "
+            "nearest end of that range, and results may be worse.")
+
+
 def output_bands(num_classes: int) -> int:
     """Bands of the probability raster of a network with ``num_classes`` outputs."""
     return 2 if num_classes > 2 else 1
@@ -194,6 +202,9 @@ def predict_raster(raster: gdalio.RasterLike, model: Union[LoadedModel, PathLike
     ds = gdalio.open_raster(raster)
     name = gdalio.raster_name(ds)
     check_writable(out_path)
+    model_file = None if isinstance(model, LoadedModel) else Path(model)
+    check_not_input(out_path, raster, aoi, model_file,
+                    model_file and model_file.with_suffix(".json"))
     device = select_device(options.device)
     loaded = _resolve_model(model, device)
     card = loaded.card
@@ -204,12 +215,12 @@ def predict_raster(raster: gdalio.RasterLike, model: Union[LoadedModel, PathLike
                          f"chosen for {name}. Choose exactly {len(card.bands)} bands.")
     region, aoi_polys = prediction_region(ds, extent, aoi)
     aoi_src = memory_layer(aoi_polys.geoms, aoi_polys.srs) if aoi_polys else (None, None)
-    scale = gdalio.gsd_scale(ds, card.gsd_m)
+    gsd, outside = working_gsd(card, gdalio.pixel_size_m(ds))
+    if outside:
+        emit(progress, ProgressEvent("predict", 0.0, out_of_range_warning(card, ds)))
+    scale = gdalio.gsd_scale(ds, gsd)
     multiple = getattr(loaded.net, "multiple", 1)
     net_tile = math.ceil(options.tile_size / multiple) * multiple
-    model_file = None if isinstance(model, LoadedModel) else Path(model)
-    check_not_input(out_path, raster, aoi, model_file,
-                    model_file and model_file.with_suffix(".json"))
     tile = max(1, round(net_tile / scale))
     overlap = min(round(options.overlap / scale), tile // 2)
     windows = tile_windows(ds.RasterXSize, ds.RasterYSize, tile, overlap, region)

@@ -1,0 +1,89 @@
+"""The threshold policy: which thresholds a model keeps, chosen on its held-out blocks.
+
+The default policy, ``object_f1``, extracts buildings from the held-out crops exactly as
+``bfe extract`` does (``ml_core.infer.instances.label_instances``) for every pair of building and
+seed thresholds on a small grid, matches them one to one at IoU >= 0.5 with the buildings of the
+held-out labels (``ml_core.evaluate.matching.match_labels``), and keeps the pair with the best
+object F1. Predictions lying mostly on unknown pixels are not counted: with missing labels they
+cannot be judged. The pixel policies (``f2``: recall counted twice, ``dice``) choose the building
+threshold by pixel counts and keep the default seed threshold.
+
+The best pixel Dice over the building thresholds ranks epochs whatever the policy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ml_core.evaluate.matching import match_labels
+from ml_core.evaluate.metrics import f_beta, pixel_counts, pixel_metrics_from_counts
+from ml_core.infer.instances import label_instances
+from ml_core.infer.thresholds import Thresholds
+from ml_core.labels.classes import INTERIOR, UNKNOWN, is_building
+
+BUILDING_GRID = tuple(float(t) for t in np.round(np.arange(0.3, 0.71, 0.05), 2))
+SEED_GRID = (0.3, 0.4, 0.5, 0.6, 0.7)
+POLICIES = ("object_f1", "f2", "dice")
+
+
+def pixel_counts_by_threshold(building: np.ndarray, masks: np.ndarray) -> dict[float, tuple]:
+    """(TP, FP, FN) of ``building > t`` against labelled pixels of ``masks`` for each ``t`` of
+    :data:`BUILDING_GRID`."""
+    known = masks != UNKNOWN
+    p, y = building[known], is_building(masks[known])
+    return {t: pixel_counts(p > t, y) for t in BUILDING_GRID}
+
+
+def best_pixel_dice(counts: dict[float, tuple]) -> float:
+    """The best pixel Dice over the building thresholds (ranks epochs)."""
+    return max(pixel_metrics_from_counts(*c)["dice"] for c in counts.values())
+
+
+def truth_instances(mask: np.ndarray) -> np.ndarray:
+    """One label per true building of a mask: interiors flooded over their edge pixels (the
+    edge between touching buildings is split between them), or 8-connected building
+    components for a binary mask."""
+    building = is_building(mask).astype(np.float32)
+    interior = (mask == INTERIOR).astype(np.float32) if (mask > INTERIOR).any() else None
+    labels, _ = label_instances(building, interior, np.ones(mask.shape, bool),
+                                Thresholds(0.5, 0.5), min_seed_px=1)
+    return labels
+
+
+def object_f1_by_thresholds(bands: np.ndarray, masks: np.ndarray, min_seed_px: int
+                            ) -> dict[tuple[float, float], float]:
+    """Object F1 on the held-out crops (``bands`` [N,B,H,W], ``masks`` [N,H,W]) for each pair
+    of building and seed thresholds (seed: only the default without an interior band)."""
+    seeds = SEED_GRID if bands.shape[1] > 1 else (Thresholds().seed,)
+    counts = {(t, s): np.zeros(3) for t in BUILDING_GRID for s in seeds}
+    for crop, mask in zip(bands, masks):
+        valid = mask != UNKNOWN
+        truth = truth_instances(np.where(valid, mask, 0))
+        interior = crop[1] if len(crop) > 1 else None
+        for t, s in counts:
+            pred, _ = label_instances(crop[0], interior, np.ones(valid.shape, bool),
+                                      Thresholds(t, s), min_seed_px)
+            m = match_labels(pred, truth, valid)
+            counts[(t, s)] += (m.tp, m.n_pred, m.n_truth)
+    return {k: (2 * tp / (n_p + n_t) if n_p + n_t else 1.0) for k, (tp, n_p, n_t) in
+            counts.items()}
+
+
+def choose_thresholds(bands: np.ndarray, masks: np.ndarray, policy: str,
+                      min_seed_px: int = 4) -> Thresholds:
+    """The thresholds ``policy`` keeps on the held-out crops (see the module docstring)."""
+    if policy == "object_f1":
+        scores = object_f1_by_thresholds(bands, masks, min_seed_px)
+        building, seed = max(scores, key=scores.get)
+        return Thresholds(building, seed)
+    return Thresholds(building=pixel_threshold(pixel_counts_by_threshold(bands[:, 0], masks),
+                                               policy))
+
+
+def pixel_threshold(counts: dict[float, tuple], policy: str) -> float:
+    """The building threshold of the pixel policies: best ``dice``, or best ``f2``."""
+    if policy == "dice":
+        score = {t: pixel_metrics_from_counts(*c)["dice"] for t, c in counts.items()}
+    else:
+        score = {t: f_beta(*c, beta=2.0) for t, c in counts.items()}
+    return max(score, key=score.get)

@@ -1,0 +1,64 @@
+"""learn/threshold.py: the threshold policy on held-out crops, by objects or by pixels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ml_core.labels.classes import UNKNOWN, instance_classes
+from ml_core.learn.threshold import (
+    choose_thresholds,
+    object_f1_by_thresholds,
+    pixel_threshold,
+    truth_instances,
+)
+
+
+def _two_touching_buildings() -> np.ndarray:
+    ids = np.zeros((40, 40), np.int32)
+    ids[8:30, 5:18], ids[8:30, 18:33] = 1, 2  # share the wall at column 18
+    return ids
+
+
+def test_truth_instances_split_touching_buildings_at_their_shared_edge():
+    ids = _two_touching_buildings()
+    labels = truth_instances(instance_classes(ids, 1, 1))
+    assert len(np.unique(labels[labels > 0])) == 2
+    # each true building is one label, exactly its own pixels
+    for i in (1, 2):
+        assert len(np.unique(labels[ids == i])) == 1
+    assert (labels > 0).sum() == (ids > 0).sum()
+
+
+def test_object_policy_keeps_thresholds_that_separate_the_buildings():
+    ids = _two_touching_buildings()
+    mask = instance_classes(ids, 1, 1)
+    building = np.where(ids > 0, 0.62, 0.02).astype(np.float32)
+    interior = np.where(mask == 1, 0.45, 0.05).astype(np.float32)
+    bands, masks = np.stack([building, interior])[None], mask[None]
+    f1 = object_f1_by_thresholds(bands, masks, min_seed_px=4)
+    assert f1[(0.6, 0.4)] == 1.0  # both seeded: two buildings, both matched
+    # no seed: one blob over both; it matches the wider one (IoU 15/28 = 0.54): F1 2 * 1 / 3
+    assert f1[(0.6, 0.5)] == pytest.approx(2 / 3)
+    assert f1[(0.65, 0.3)] == 0.0  # nothing reaches the building threshold
+    chosen = choose_thresholds(bands, masks, "object_f1")
+    assert chosen.building <= 0.6 and chosen.seed <= 0.4
+
+
+def test_predictions_on_unknown_pixels_are_not_judged():
+    ids = _two_touching_buildings()
+    mask = instance_classes(ids, 1, 1)
+    mask[:, 34:] = UNKNOWN
+    building = np.where(ids > 0, 0.9, 0.02).astype(np.float32)
+    building[5:25, 35:39] = 0.9  # an unmapped building where labels are unknown
+    interior = np.where((mask == 1) | (building > 0.5) & (mask == UNKNOWN), 0.8, 0.05)
+    f1 = object_f1_by_thresholds(np.stack([building, interior.astype(np.float32)])[None],
+                                 mask[None], min_seed_px=4)
+    assert f1[(0.5, 0.5)] == 1.0
+
+
+def test_pixel_policies_pick_by_dice_or_f2():
+    counts = {0.4: (90, 40, 10),  # Dice 180/230 = 0.783, F2 450/530 = 0.849
+              0.7: (70, 5, 30)}  # Dice 140/175 = 0.800, F2 350/475 = 0.737
+    assert pixel_threshold(counts, "dice") == pytest.approx(0.7)
+    assert pixel_threshold(counts, "f2") == pytest.approx(0.4)
