@@ -7,7 +7,8 @@ most a few tasks per worker thread are submitted ahead of the one the blender ne
 the client's memory stays bounded by that many tasks' results. Earlier tasks have higher
 priority. When a worker dies, Dask reruns its tasks elsewhere (a restarted worker fetches the
 model from another one), so the output is complete and the same. Progress is the share of
-finished tasks; a cancel request cancels the submitted tasks within about 0.25 s.
+finished tasks, reported when it changes; a cancel request cancels the submitted tasks within
+about 0.25 s.
 """
 
 from __future__ import annotations
@@ -52,9 +53,13 @@ class ClusterRunner:
         prefix = f"bfe-predict-{uuid.uuid4().hex[:8]}"
         pending: deque = deque()
         submitted = consumed = 0
+        reported = [-1]  # tasks done at the last report: one event per change of the count
 
         def report(threads: int) -> None:
             done = consumed + sum(f.done() for f in pending)
+            if done == reported[0]:
+                return
+            reported[0] = done
             emit(progress, ProgressEvent(
                 "predict", done / max(len(chunks), 1),
                 f"task {done}/{len(chunks)} on {threads} worker thread(s)",
