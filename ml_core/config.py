@@ -271,7 +271,8 @@ class ClusterOptions(_Checked):
                         "(0: in this process, without Dask).", min=0, max=256)
     scheduler: str = _opt("", "Address of a running Dask scheduler, tcp://HOST:PORT (instead of "
                           "a local cluster). Its workers need bfe installed and must read the "
-                          "raster at the same path.")
+                          "raster at the same path. Dask runs pickled tasks: use only a "
+                          "scheduler you trust.")
     torch_threads: int = _opt(1, "Torch threads in each worker process.", min=1, max=256)
     windows_per_task: int = _opt(8, "Tiles one cluster task predicts (reads, runs, returns).",
                                  min=1, max=4096)
