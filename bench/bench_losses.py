@@ -16,11 +16,9 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from ml_core.learn.device import describe_device
 from ml_core.learn.losses import LOSSES, get_loss
-from ml_core.learn.losses import functional as LF
 from ml_core.learn.model import UNet
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "losses.json"
@@ -86,79 +84,6 @@ def unet_step_ms(batch: int, size: int, repeats: int) -> dict:
     return _summary(_times_ms(step, repeats, warmup=1))
 
 
-def _pool(x: torch.Tensor, k: int) -> torch.Tensor:
-    return F.max_pool2d(x, k, 1, k // 2)
-
-
-def max_filter_ms(repeats: int = 25, step_rounds: int = 12, batch: int = 4,
-                  size: int = 256) -> dict:
-    """Whether the keyed max filter of the boundary term pays: ``functional.max_filter`` against
-    plain ``F.max_pool2d``, forward + backward on [batch, 2, size, size] float32 at the boundary
-    loss's sizes 3 and 5 and in the whole ``bd_lace_wdice`` (1 torch thread, ``repeats`` runs),
-    and in a whole training step of the default width-16 U-Net with SGD on [batch, 3, size,
-    size] (default threads, ``step_rounds`` runs, the first two dropped). Each pair is timed in
-    alternation, so load on a shared machine hits both alike; median and minimum in ms."""
-    default_threads = torch.get_num_threads()
-    logits, target = _batch(batch, size)
-    x = torch.rand(batch, 2, size, size, generator=torch.Generator().manual_seed(1))
-    x.requires_grad_(True)
-    loss = get_loss("bd_lace_wdice")
-    keyed = LF.max_filter
-    torch.manual_seed(0)
-    net = UNet(in_channels=3, num_classes=2, width=16, depth=4).train()
-    opt = torch.optim.SGD(net.parameters(), lr=0.002, momentum=0.9, nesterov=True)
-    images = torch.randn(batch, 3, size, size)
-
-    def filter_step(fn: Callable, k: int) -> Callable[[], None]:
-        def step() -> None:
-            x.grad = None
-            fn(x, k).sum().backward()
-        return step
-
-    def with_filter(fn: Callable, body: Callable[[], None]) -> Callable[[], None]:
-        def step() -> None:
-            LF.max_filter = fn
-            try:
-                body()
-            finally:
-                LF.max_filter = keyed
-        return step
-
-    def loss_only() -> None:
-        logits.grad = None
-        loss(logits, target).backward()
-
-    def train_step() -> None:
-        opt.zero_grad(set_to_none=True)
-        loss(net(images), target).backward()
-        opt.step()
-
-    cases = {f"size{k}": {"keyed": filter_step(keyed, k), "max_pool2d": filter_step(_pool, k)}
-             for k in (3, 5)}
-    cases["bd_lace_wdice"] = {name: with_filter(fn, loss_only)
-                              for name, fn in (("keyed", keyed), ("max_pool2d", _pool))}
-    cases["unet16_train_step"] = {name: with_filter(fn, train_step)
-                                  for name, fn in (("keyed", keyed), ("max_pool2d", _pool))}
-    out: dict = {}
-    try:
-        for case, variants in cases.items():
-            step_case = case == "unet16_train_step"
-            torch.set_num_threads(default_threads if step_case else 1)
-            times: dict = {name: [] for name in variants}
-            for _ in range(step_rounds if step_case else repeats):
-                for name, fn in variants.items():
-                    times[name] += _times_ms(fn, 1, warmup=0 if step_case else 1)
-            for name, ts in times.items():
-                summary = _summary(ts[2:] if step_case else ts)
-                out[f"{case}_{name}"] = [summary["median_ms"], summary["min_ms"]]
-    finally:
-        torch.set_num_threads(default_threads)
-    return {"device": describe_device(torch.device("cpu")), "torch": torch.__version__,
-            "cpus": os.cpu_count(), "default_threads": default_threads,
-            "load_average_1min": round(os.getloadavg()[0], 2), "input": [batch, 2, size, size],
-            "median_and_min_ms": out}
-
-
 def run(repeats: int = 30, unet_repeats: int = 5, batch: int = 4, size: int = 256) -> dict:
     """All figures as a JSON-serialisable dict."""
     logits, target = _batch(batch, size)
@@ -188,15 +113,7 @@ def main() -> None:
         "--json", default=str(DEFAULT_OUT), help="Where to write the results (%(default)s)."
     )
     parser.add_argument("--repeats", type=int, default=30, help="Timed runs per loss.")
-    parser.add_argument("--max-filter", action="store_true",
-                        help="Only compare the keyed max filter with F.max_pool2d.")
     args = parser.parse_args()
-    if args.max_filter:
-        result = max_filter_ms(args.repeats)
-        print(json.dumps(result, indent=2))
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2), encoding="utf-8")
-        return
     result = run(repeats=args.repeats)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=2), encoding="utf-8")

@@ -39,8 +39,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-aten = torch.ops.aten
-
 
 class Prepared(NamedTuple):
     """What every term needs, computed once per call by :func:`prepare`."""
@@ -149,54 +147,17 @@ def _max_filter_(x: Tensor, size: int) -> Tensor:
     return x
 
 
-class _KeyedMaxFilter(torch.autograd.Function):
-    """Max filter of a float32 map in [0, 1] whose forward also finds the arg-max, cheaply.
-
-    Widening float32 to float64 leaves 29 zero mantissa bits; they receive the reversed pixel
-    index (plus bit 61, already set for every non-zero float32 below 2, so that 0 is no
-    subnormal).
-    Keys are unique and ordered as (value, -index), so one max filter over the keys gives the
-    value (rounding back to float32 is exact) and the first arg-max in row-major order, as
-    ``max_pool2d`` does; the backward is ``max_pool2d``'s own.
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor, size: int) -> Tensor:
-        h, w = x.shape[2:]
-        last = (1 << (h * w - 1).bit_length()) - 1
-        index = torch.arange(h * w, device=x.device).view(h, w)
-        key = x.to(torch.float64).view(torch.int64)
-        key |= (last - index) | (1 << 61)
-        key = _max_filter_(key.view(torch.float64), size)
-        value = key.to(torch.float32)
-        argmax = key.view(torch.int64).bitwise_and_(last).bitwise_xor_(last)  # last - low bits
-        if last >= h * w:  # a NaN (its payload may change) must not index out of range
-            argmax.clamp_(max=h * w - 1)
-        ctx.save_for_backward(x, argmax)
-        ctx.size = size
-        return value
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
-        x, argmax = ctx.saved_tensors
-        k, r = ctx.size, ctx.size // 2
-        return aten.max_pool2d_with_indices_backward(
-            grad, x, [k, k], [1, 1], [r, r], [1, 1], False, argmax
-        ), None
-
-
 def max_filter(x: Tensor, size: int) -> Tensor:
-    """``size`` x ``size`` max filter of maps in [0, 1], [N, C, H, W]; odd size, stride 1.
+    """``size`` x ``size`` max filter of maps [N, C, H, W]; odd size, stride 1, same size,
+    nothing beyond the border counts.
 
-    Same size, nothing beyond the border counts. Values and gradients are ``max_pool2d``'s, which
-    is used as is off CPU, for float64 and for huge planes; the CPU float32 paths are 4-10x faster.
+    With gradients this is ``F.max_pool2d``. A keyed forward (arg-max packed into float64
+    mantissas, max_pool2d's backward) made the filter 3-4x faster on CPU but a whole training
+    step no faster (docs/benchmarks/max_filter.json), so it was removed. Without gradients, on
+    CPU, the in-place separable filter below spares the copies.
     """
-    if x.device.type != "cpu":
-        return F.max_pool2d(x, size, 1, size // 2)
-    if not (x.requires_grad and torch.is_grad_enabled()):
+    if x.device.type == "cpu" and not (x.requires_grad and torch.is_grad_enabled()):
         return _max_filter_(x.clone(), size)
-    if x.dtype == torch.float32 and x.shape[2] * x.shape[3] <= 1 << 28:
-        return _KeyedMaxFilter.apply(x, size)
     return F.max_pool2d(x, size, 1, size // 2)
 
 
