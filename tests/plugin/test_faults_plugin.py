@@ -77,3 +77,32 @@ def test_disk_full_in_processing(run, layers, small_disk):
         run("bfe:drop_labels", {"BUILDINGS": buildings, "FRACTION": 0.5, "SEED": 0,
                                 "OUTPUT": str(small_disk / "d.gpkg")})
     assert sorted(small_disk.iterdir()) == [filler]
+
+
+def _finetune_message(dock, layers) -> str:
+    from qgis.core import Qgis
+
+    from .conftest import wait_for
+    from .test_dock import _quick_training, _select
+
+    _select(dock, *layers)
+    _quick_training(dock)
+    bar = dock.iface.messageBar()
+    bar.clear_messages()
+    dock.finetune_button.click()
+    wait_for(lambda: dock.task is None, timeout=300)
+    return " ".join(bar.get_messages(Qgis.Warning) + bar.get_messages(Qgis.Critical))
+
+
+def test_dock_corrupt_base_model_is_a_message(dock, layers, tiny_model):
+    tiny_model.write_bytes(b"\x80\x04 pickled, or cut short")
+    dock.base_model.setFilePath(str(tiny_model))
+    assert "corrupt or not a safetensors" in _finetune_message(dock, layers)
+
+
+def test_dock_model_output_onto_the_base_model_is_refused(dock, layers, tiny_model):
+    before = _sha(tiny_model)
+    dock.base_model.setFilePath(str(tiny_model))
+    dock.model_out.setFilePath(str(tiny_model))
+    assert "also an input" in _finetune_message(dock, layers)
+    assert _sha(tiny_model) == before
