@@ -24,7 +24,7 @@ from ml_core.errors import InputError
 from ml_core.events import CancelToken, ProgressCallback, check_cancel
 from ml_core.infer.extract import extract_footprints
 from ml_core.infer.predict import predict_raster
-from ml_core.io.atomic import atomic_output, check_writable
+from ml_core.io.atomic import atomic_output, check_not_input, check_writable
 from ml_core.labels.rasterize import rasterize_labels
 from ml_core.learn.modelfile import read_card
 from ml_core.learn.train import DEFAULT_BASE, finetune
@@ -60,6 +60,8 @@ def run(raster: Optional[PathLike] = None, buildings: Optional[PathLike] = None,
     buildings = Path(buildings or SAMPLE_BUILDINGS)
     out = Path(outdir)
     check_writable(out / "report.json")
+    for name in ("new_buildings.gpkg", "report.json"):  # the steps check their own outputs
+        check_not_input(out / name, raster, buildings, base)
     timings = {}
     start = time.monotonic()
 

@@ -139,6 +139,9 @@ CASES = [
     ("vector output named .tif (drop)", ["drop", "{b}", "-o", "{dir}/x.tif"], "GeoPackage"),
     ("raster output named .gpkg (rasterize)", ["rasterize", "{r}", "{b}", "-o", "{dir}/x.gpkg"],
      "written as .tif"),
+    ("buildings named like an output of run", ["run", "{r}", "{dir}/new_buildings.gpkg",
+                                                "--base", "none", "-o", "{dir}"],
+     "also an input", lambda f: f["b"].rename(f["dir"] / "new_buildings.gpkg")),
     ("bad --base before any output (run)", ["run", "{r}", "{b}", "--base", "{dir}/none.json",
                                             "-o", "{dir}/out"], "not found"),
 ]
