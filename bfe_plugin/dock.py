@@ -47,7 +47,7 @@ from .tasks import (
     ExtractTask,
     FinetuneTask,
     ImageryTask,
-    RasteriseTask,
+    RasterizeTask,
 )
 from .widgets.chart import TrainingChart
 from .widgets.fit import VerticalScroll, fit_narrow
@@ -150,11 +150,11 @@ class BfeDock(QgsDockWidget):
     def _build_labels(self) -> QWidget:
         panel = QWidget()
         self.rasterize_form = OptionsForm(RasterizeOptions, primary=("unknown_margin",))
-        self.rasterise_button = QPushButton("Rasterise labels")
-        self.rasterise_button.clicked.connect(self.start_rasterise)
+        self.rasterize_button = QPushButton("Rasterise labels")
+        self.rasterize_button.clicked.connect(self.start_rasterize)
         layout = QVBoxLayout(panel)
         layout.addWidget(self.rasterize_form)
-        layout.addWidget(self.rasterise_button)
+        layout.addWidget(self.rasterize_button)
         return panel
 
     def _build_finetune(self) -> QWidget:
@@ -217,7 +217,7 @@ class BfeDock(QgsDockWidget):
         """Show what is missing (torch) and how to fix it; detect the device once it is there."""
         self.banner.setVisible(bool(missing))
         self.missing_banner.setText("\n".join(deps.missing_text(m) for m in missing))
-        for button in (self.find_button, self.rasterise_button, self.finetune_button,
+        for button in (self.find_button, self.rasterize_button, self.finetune_button,
                        self.extract_button):
             button.setEnabled(not missing)
         if not missing:
@@ -239,7 +239,7 @@ class BfeDock(QgsDockWidget):
         QgsApplication.taskManager().addTask(task)
 
     def _set_busy(self, busy: bool) -> None:
-        for button in (self.find_button, self.rasterise_button, self.finetune_button,
+        for button in (self.find_button, self.rasterize_button, self.finetune_button,
                        self.extract_button):
             button.setEnabled(not busy)
         self.inputs.fetch_button.setEnabled(not busy and self.inputs.needs_fetch())
@@ -388,13 +388,13 @@ class BfeDock(QgsDockWidget):
         report_success(self.iface.messageBar(), f"Imagery of '{request.name}' at "
                        f"{request.resolution} {how}: {result.path}. It is now the raster.")
 
-    # -- rasterise --------------------------------------------------------------------------
-    def start_rasterise(self) -> None:
-        self._guarded(lambda folder: RasteriseTask(
+    # -- rasterize --------------------------------------------------------------------------
+    def start_rasterize(self) -> None:
+        self._guarded(lambda folder: RasterizeTask(
             self.inputs.raster(), self.inputs.buildings(folder), folder / "labels.tif",
-            self.job().rasterize, self._rasterised, self._error))
+            self.job().rasterize, self._rasterized, self._error))
 
-    def _rasterised(self, path: Path) -> None:
+    def _rasterized(self, path: Path) -> None:
         self._done()
         layers.add_mask(path, layers.result_group(self.inputs.raster_layer().name()),
                         run=layers.run_label(None))

@@ -119,7 +119,7 @@ class CoreTask(QgsTask):
             self._on_error(self.error or Cancelled("Cancelled by the user."), self.details)
 
 
-class RasteriseTask(CoreTask):
+class RasterizeTask(CoreTask):
     """Building polygons to a partial label mask."""
 
     def __init__(self, raster: str, buildings: str, out_path: Path, options: RasterizeOptions,

@@ -13,9 +13,9 @@ from .extract_footprints import ExtractFootprints
 from .finetune import Finetune
 from .predict_cluster import PredictCluster
 from .predict_probability import PredictProbability
-from .rasterise_labels import RasteriseLabels
+from .rasterize_labels import RasterizeLabels
 
-ALGORITHMS = (RasteriseLabels, DropLabels, Finetune, PredictProbability, ExtractFootprints,
+ALGORITHMS = (RasterizeLabels, DropLabels, Finetune, PredictProbability, ExtractFootprints,
               PredictCluster, ExportOsm)
 
 

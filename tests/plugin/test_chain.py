@@ -76,7 +76,7 @@ def test_find_missing_buildings_on_the_canvas_extent(dock, layers, canvas):  # n
     # the results are ready for review and the fine-tuned model is the current one
     assert dock.review.layer is added["new buildings"]
     assert dock.model.path is not None and dock.model.path.name == "model.safetensors"
-    assert dock.rasterise_button.isEnabled() and dock.finetune_button.isEnabled()
+    assert dock.rasterize_button.isEnabled() and dock.finetune_button.isEnabled()
 
 
 def test_find_missing_buildings_on_a_tile_service(dock, layers, canvas, tiles):  # noqa: F811

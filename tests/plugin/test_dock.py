@@ -55,7 +55,7 @@ def test_combos_filter_layer_types(dock, layers):
 def test_rasterise_adds_mask_with_raster_extent_and_crs(dock, layers):
     raster, buildings = layers
     _select(dock, raster, buildings)
-    dock.rasterise_button.click()
+    dock.rasterize_button.click()
     wait_for(lambda: dock.task is None)
     mask = _group_layers("crop").get("labels (partial mask)")
     assert isinstance(mask, QgsRasterLayer), dock.iface.messageBar().get_messages(Qgis.Warning)
@@ -72,7 +72,7 @@ def test_bad_input_shows_a_message_and_adds_no_layer(dock, layers):
     bar = dock.iface.messageBar()
     bar.clear_messages()
     before = set(QgsProject.instance().mapLayers())
-    dock.rasterise_button.click()
+    dock.rasterize_button.click()
     wait_for(lambda: dock.task is None)
     assert any("no features" in m for m in bar.get_messages(Qgis.Warning))
     assert set(QgsProject.instance().mapLayers()) == before

@@ -13,8 +13,8 @@ from ml_core.config import RasterizeOptions
 from .base import BfeAlgorithm, raster_input, vector_input_path
 
 
-class RasteriseLabels(BfeAlgorithm):
-    NAME = "rasterise_labels"
+class RasterizeLabels(BfeAlgorithm):
+    NAME = "rasterise_labels"  # the algorithm id in saved models and scripts: kept as it was
     LABEL = "Rasterise labels"
     HELP = ("Burns building polygons onto the raster grid: 1 building, 0 background, 255 unknown. "
             "Inside the optional complete areas unlabelled pixels are background.")
