@@ -78,9 +78,8 @@ class TrainOptions(_Checked):
                            min=1, max=512)
     crop_size: int = _opt(256, "Training crop size in pixels.", min=32, max=4096)
     optimizer: str = _opt(
-        "sgd", "Optimiser: the paper's SGD (momentum 0.9, Nesterov) or AdamW. AdamW does not "
-        "fine-tune measurably faster (best held-out Dice over 6 demo runs 0.860 vs 0.861 for SGD, "
-        "docs/experiments/optimizer), so the paper's choice is the default.",
+        "sgd", "Optimiser: the paper's SGD (momentum 0.9, Nesterov) or AdamW (not measurably "
+        "faster here; figures: docs/ARCHITECTURE.md, 'Why these defaults').",
         choices=("sgd", "adamw"))
     lr: Optional[float] = _opt(None, "Learning rate; default 3e-4 (AdamW), 0.002 (SGD, paper).",
                                min=0)
@@ -103,8 +102,8 @@ class TrainOptions(_Checked):
         min=0.0, max=1.0)
     keep_start: bool = _opt(False, "Score the starting model on the held-out blocks first and "
                             "keep it if no epoch beats it. Off by default: on blocks cleaned by "
-                            "ignore_confident the base model scores too well (measured: recall "
-                            "of unmapped buildings 0.65 with it, 0.81 without, on the sample).")
+                            "ignore_confident the base model scores too well (figures: "
+                            "docs/ARCHITECTURE.md, 'Why these defaults').")
     threshold_metric: str = _opt(
         "object_f1", "What the thresholds maximise on the held-out blocks: object_f1 extracts "
         "buildings as 'bfe extract' does and matches them one to one with the held-out labels "

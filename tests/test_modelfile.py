@@ -90,6 +90,14 @@ def test_card_validation(changes, message):
         ModelCard.from_dict(data)
 
 
+def test_old_cards_with_tile_size_still_read():
+    """Cards before 2026-12 stored the training crop as tile_size (never read; removed)."""
+    net = UNet(3, 2, width=4, depth=2)
+    data = {**json.loads(_card(net).to_json()), "tile_size": 256}
+    card = ModelCard.from_dict(data)
+    assert card.gsd_m == 0.3 and "tile_size" not in json.loads(card.to_json())
+
+
 def test_card_missing_fields():
     with pytest.raises(InputError, match="missing architecture"):
         ModelCard.from_dict({"bands": [1], "mean": [0], "std": [1], "gsd_m": 1})

@@ -294,7 +294,11 @@ def predict_windows(ds: gdal.Dataset, net: torch.nn.Module, job: WindowJob,
 
 
 @torch.no_grad()
-def _predict_batch(net, batch, mean, std, device, tile, tta) -> list:
+def _predict_batch(net: torch.nn.Module, batch: list[tuple[Window, np.ndarray, np.ndarray]],
+                   mean: torch.Tensor, std: torch.Tensor, device: torch.device, tile: int,
+                   tta: bool) -> list[tuple[Window, np.ndarray, np.ndarray]]:
+    """(window, probability bands [B, tile, tile], valid [tile, tile]) for each read window of
+    ``batch`` (window, image, valid), normalised with ``mean``/``std`` [1, C, 1, 1]."""
     imgs = torch.from_numpy(np.stack([b[1] for b in batch]))
     valid = torch.from_numpy(np.stack([b[2] for b in batch]))[:, None]
     x = torch.where(valid, (imgs - mean) / std, torch.zeros(()))

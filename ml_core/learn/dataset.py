@@ -227,8 +227,7 @@ class CropSampler:
         return np.stack(imgs), np.stack(masks)
 
 
-def val_crops(split: Split, crop: int,
-              limit: Optional[int] = None) -> list[tuple[np.ndarray, np.ndarray]]:
+def val_crops(split: Split, crop: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Fixed validation crops centred on the held-out blocks, masks unknown outside them."""
-    windows = split.val_windows[:limit] if limit else split.val_windows
-    return [_crop(split.val[r], x + w // 2, y + h // 2, crop) for r, x, y, w, h in windows]
+    return [_crop(split.val[r], x + w // 2, y + h // 2, crop)
+            for r, x, y, w, h in split.val_windows]

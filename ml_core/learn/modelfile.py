@@ -38,7 +38,6 @@ class ModelCard:
     mean: list  # per-band normalisation, in the raster's native units
     std: list
     gsd_m: float  # ground sampling distance the model was trained at, metres per pixel
-    tile_size: int = 256
     loss: str = "bd_lace_wdice"
     loss_params: dict = field(default_factory=dict)
     threshold: float = 0.5  # probability threshold chosen on held-out blocks
@@ -64,6 +63,8 @@ class ModelCard:
         missing = [k for k in required if k not in data]
         if missing:
             raise InputError(f"{source} is not a bfe model card: missing {', '.join(missing)}.")
+        # Keys this version does not know are ignored, e.g. older cards' tile_size (the
+        # training crop size, never read).
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         validate_card(known, source)
         return cls(**known)
@@ -90,7 +91,6 @@ _FIELD_TYPES = {
     "mean": (_numbers, "a list of numbers"),
     "std": (_numbers, "a list of numbers"),
     "gsd_m": (_number, "a number (metres per pixel)"),
-    "tile_size": (lambda v: _integer(v) and 16 <= v <= 8192, "a whole number of pixels 16-8192"),
     "loss": (lambda v: isinstance(v, str), "a loss name"),
     "loss_params": (lambda v: isinstance(v, dict), "an object"),
     "threshold": (lambda v: _number(v) and 0 <= v <= 1, "a number between 0 and 1"),

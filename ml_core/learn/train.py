@@ -400,8 +400,8 @@ def finetune(raster: PathLike, labels: Union[PathLike, Sequence[PathLike], None]
     given = [labels] if isinstance(labels, (str, os.PathLike)) else list(labels or [])
     sources = [str(p) for p in [raster, *(given or [mask])]]
     card = ModelCard(architecture=net.architecture(), bands=bands, mean=[float(v) for v in mean],
-                     std=[float(v) for v in std], gsd_m=float(gsd), tile_size=options.crop_size,
-                     loss=options.loss, training_data=sources,
+                     std=[float(v) for v in std], gsd_m=float(gsd), loss=options.loss,
+                     training_data=sources,
                      base_model=Path(base).name if base is not None else None,
                      gsd_range_m=start.card.gsd_range_m if start else None)
     return fit(net, split, card, out_model, options, progress, cancel, resume, loss_options)

@@ -237,7 +237,8 @@ def round_labels(raster: PathLike, buildings, new_buildings: PathLike, out_path:
     background inside, nothing changed outside). With ``unanswered_unknown``, proposals still
     ``proposed`` are unknown outside complete areas: the model calls them buildings and nobody
     has said otherwise, so labelling them background would teach it to miss exactly the
-    unmapped buildings (FINDINGS lesson 2). "Several buildings" proposals are unknown, and so
+    unmapped buildings (missing labels must stay unknown, never background: the premise of
+    the partial masks). "Several buildings" proposals are unknown, and so
     are the held-out answers (``hold_out``: returned as the round's yardstick). Side files go
     beside ``out_path`` (``*.accepted.gpkg``, ``*.rejected.gpkg``, ``*.complete.gpkg``).
     """
