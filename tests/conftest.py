@@ -7,6 +7,8 @@
   ``interp`` (list of ``gdal.GCI_*`` per band).
 - ``make_vector(name="v.gpkg", wkts=[...], epsg=3857, layer="buildings", geom_type=None)``
   writes a GeoPackage (or any OGR format by extension) and returns its path. ``epsg=None``: no CRS.
+- ``write_tiny_model(path, gsd_m=1.0)``: a seeded 3-band U-Net of width 4 and depth 2 saved
+  with its card (torch imported only then).
 - ``small_disk``: a folder on a real 2 MB tmpfs (needs root to mount; skipped otherwise), and
   ``fill(folder, free)`` to leave only ``free`` bytes on it, for disk-full tests.
 - ``shared_data``: ``Path`` of ``../shared/data`` (relative to the repository root); the test is
@@ -139,3 +141,16 @@ def fill(folder: Path, free: int) -> Path:
     filler = folder / "filler"
     filler.write_bytes(b"\0" * max(0, st.f_bavail * st.f_frsize - free))
     return filler
+
+
+def write_tiny_model(path, gsd_m: float = 1.0) -> Path:
+    """A seeded, untrained 3-band U-Net (width 4, depth 2) saved as a bfe model with its card."""
+    import torch
+
+    from ml_core.learn.model import UNet
+    from ml_core.learn.modelfile import ModelCard, save_model
+
+    torch.manual_seed(0)
+    net = UNet(3, 2, width=4, depth=2)
+    return save_model(path, net, ModelCard(architecture=net.architecture(), bands=[1, 2, 3],
+                                           mean=[100.0] * 3, std=[50.0] * 3, gsd_m=gsd_m))

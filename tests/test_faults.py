@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import pixel_box, write_raster, write_vector
+from conftest import pixel_box, write_raster, write_tiny_model, write_vector
 from osgeo import gdal
 
 from ml_core.cli import main
@@ -33,11 +33,7 @@ def files(tmp_path) -> dict:
     d["mask"] = write_raster(tmp_path / "mask.tif", width=48, height=48, data=mask[None])
     prob = np.where(mask, 0.9, 0.1).astype(np.float32)
     d["prob"] = write_raster(tmp_path / "prob.tif", width=48, height=48, data=prob[None])
-    torch.manual_seed(0)
-    net = UNet(3, 2, width=4, depth=2)
-    d["m"] = save_model(tmp_path / "m.safetensors", net, ModelCard(
-        architecture=net.architecture(), bands=[1, 2, 3], mean=[100.0] * 3, std=[50.0] * 3,
-        gsd_m=1.0))
+    d["m"] = write_tiny_model(tmp_path / "m.safetensors")
     d["dir"] = tmp_path
     return d
 

@@ -13,15 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from conftest import REPO, fill, pixel_box, write_raster, write_vector
+from conftest import REPO, fill, pixel_box, write_raster, write_tiny_model, write_vector
 from osgeo import gdal, ogr
 
 from ml_core.cli import main
 from ml_core.io import raster as gdalio
 from ml_core.io.atomic import atomic_output, close_raster
-from ml_core.learn.model import UNet
-from ml_core.learn.modelfile import ModelCard, save_model
 
 
 @pytest.fixture
@@ -35,11 +32,7 @@ def inputs(tmp_path) -> dict:
                                                   for j in range(0, 250, 25)])}
     prob = rng.random((256, 256)).astype(np.float32)
     d["prob"] = write_raster(tmp_path / "prob.tif", width=256, height=256, data=prob[None])
-    torch.manual_seed(0)
-    net = UNet(3, 2, width=4, depth=2)
-    d["m"] = save_model(tmp_path / "m.safetensors", net, ModelCard(
-        architecture=net.architecture(), bands=[1, 2, 3], mean=[100.0] * 3, std=[50.0] * 3,
-        gsd_m=1.0))
+    d["m"] = write_tiny_model(tmp_path / "m.safetensors")
     return d
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from conftest import fill
+from conftest import fill, write_tiny_model
 from qgis.core import QgsProcessingException
 
 from .conftest import engine_ready
@@ -22,16 +22,7 @@ def run(qgis_processing, plugin):
 @pytest.fixture
 def tiny_model(tmp_path):
     engine_ready("ml_core.learn.modelfile")
-    import torch
-
-    from ml_core.learn.model import UNet
-    from ml_core.learn.modelfile import ModelCard, save_model
-
-    torch.manual_seed(0)
-    net = UNet(3, 2, width=4, depth=2)
-    return save_model(tmp_path / "m.safetensors", net, ModelCard(
-        architecture=net.architecture(), bands=[1, 2, 3], mean=[100.0] * 3, std=[50.0] * 3,
-        gsd_m=0.3))
+    return write_tiny_model(tmp_path / "m.safetensors", gsd_m=0.3)
 
 
 def _sha(path) -> str:
