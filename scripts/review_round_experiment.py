@@ -74,16 +74,45 @@ def empty_areas(raster: Path, buildings: str, out: Path, count: int, size_m: lis
 
 
 def dropped_f1(footprints: Path, dropped: str, raster: Path) -> dict:
-    """One-to-one figures of the new buildings against the dropped buildings."""
+    """One-to-one figures of the new buildings against the dropped buildings, within the area
+    they were predicted on (the measure's ``aoi.gpkg`` beside them, when it predicted only
+    around the held-out answers): both counted when their centre lies in it."""
     ds = gdal.Open(str(raster))
     srs = ds.GetSpatialRef()
     pred = review.scored_polygons(footprints, srs, "new_buildings")[0]
     truth = read_polygons(dropped, srs, "dropped buildings").geoms
+    aoi = footprints.parent / "aoi.gpkg"
+    if aoi.exists():
+        index = BoxIndex(read_polygons(aoi, srs, "measured area").geoms)
+        pred, truth = ([g for g in geoms if index.meets(g.PointOnSurface())]
+                       for geoms in (pred, truth))
     env = np.array([g.GetEnvelope() for g in truth])
     meter = AreaMeter(srs, (float(env[:, :2].mean()), float(env[:, 2:].mean())))
     m = match_polygons(pred, truth, meter)
     return {"precision": m.precision, "recall": m.recall, "f1": m.f1, "n_pred": m.n_pred,
             "n_truth": m.n_truth}
+
+
+def folders(work: Path, discarded: dict) -> dict:
+    """Where each variant's measured footprints are (a discarded round's: its start's)."""
+    logged = work / "round1_complete" / "model.yardstick"
+    out = {"round0": logged / "before",
+           "round1_complete": logged / ("before" if discarded["round1_complete"] else "after")}
+    out["round1"] = out["round0"] if discarded["round1"] else work / "round1" / "common"
+    return out
+
+
+def rescore(result: dict) -> list:
+    """The runs of a result with their ``dropped`` figures computed again from the work
+    folders (no training, no prediction)."""
+    runs, raster = result["runs"], Path(result["raster"])
+    for run in runs:
+        work = Path(run["workdir"])
+        where = folders(work, {name: r["discarded"] for name, r in run["rounds"].items()})
+        for name, r in run["rounds"].items():
+            r["dropped"] = dropped_f1(where[name] / "footprints.gpkg",
+                                      f"{work / 'partial.gpkg'}|layername=dropped", raster)
+    return runs
 
 
 def run_once(raster: Path, buildings: str, seed: int, args, job: JobSpec) -> dict:
@@ -108,23 +137,19 @@ def run_once(raster: Path, buildings: str, seed: int, args, job: JobSpec) -> dic
     # round1_complete's yardstick is the common one (the answers and the complete areas): its
     # log holds round 0 ("before") and itself ("after"); round1 is measured on it here
     yard = review.split_answers(raster, reviewed, complete, kept).yardstick
-    logged = work / "round1_complete" / "model.yardstick"
+    discarded = {name: entries[name]["discarded"] is not None for name in entries}
+    where = folders(work, discarded)
     entry = entries["round1_complete"]
-    measured = {"round0": (entry["yardstick_before"], logged / "before"),
-                "round1_complete": (entry["yardstick_after"],
-                                    logged / ("before" if entry["discarded"] else "after"))}
-    if entries["round1"]["discarded"]:
-        measured["round1"] = measured["round0"]
-    else:
-        folder = work / "round1" / "common"
-        measured["round1"] = (review.measure(raster, entries["round1"]["model"], yard, kept,
-                                             folder, job, whole_up_to_px=args.whole_px), folder)
+    measured = {"round0": entry["yardstick_before"], "round1_complete": entry["yardstick_after"]}
+    measured["round1"] = measured["round0"] if discarded["round1"] else review.measure(
+        raster, entries["round1"]["model"], yard, kept, where["round1"], job,
+        whole_up_to_px=args.whole_px)
     figures = {}
     for name in VARIANTS:
-        figure, folder = measured[name]
+        figure = measured[name]
         figures[name] = {"yardstick": {k: figure[k] for k in ("precision", "recall", "f1",
                                                               "n_pred", "n_truth")},
-                         "dropped": dropped_f1(folder / "footprints.gpkg", dropped, raster),
+                         "dropped": dropped_f1(where[name] / "footprints.gpkg", dropped, raster),
                          "model_changed": entries.get(name, {}).get("model_changed"),
                          "discarded": entries.get(name, {}).get("discarded") is not None}
     return {"seed": seed, "workdir": str(work), "decisions": asdict(decided),
@@ -156,6 +181,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--steps", type=int, default=8, help="optimiser steps per epoch")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--rescore", default=None,
+                        help="a result file: recompute its 'dropped' figures from its work "
+                             "folders and write it again (no training)")
     parser.add_argument("--whole-px", type=int, default=0,
                         help="predict rasters up to this many pixels whole when measuring "
                              "(default 0: only around the held-out answers, to save CPU)")
@@ -165,8 +193,9 @@ def main() -> None:
     job = JobSpec(train=TrainOptions(epochs=args.epochs, steps_per_epoch=args.steps,
                                      patience=args.epochs, device="cpu"))
     start = time.monotonic()
-    runs = []
-    for seed in args.seeds:
+    earlier = json.loads(Path(args.rescore).read_text(encoding="utf-8")) if args.rescore else {}
+    runs = rescore(earlier) if args.rescore else []
+    for seed in [] if args.rescore else args.seeds:
         runs.append(run_once(Path(args.raster), args.buildings, seed, args, job))
         for name, r in runs[-1]["rounds"].items():
             y, d = r["yardstick"], r["dropped"]
@@ -183,6 +212,8 @@ def main() -> None:
               "n_decisions": args.n, "order": args.order, "complete_areas": args.areas,
               "area_m": args.area_m, "job": job.as_dict(), "seeds": args.seeds,
               "seconds": round(time.monotonic() - start, 1), "mean": summary, "runs": runs}
+    if args.rescore:  # the run's own settings and time; only 'dropped' and the means are new
+        result = {**earlier, "mean": summary, "runs": runs, "dropped_rescored": True}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=str), encoding="utf-8")
