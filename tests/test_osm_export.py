@@ -202,7 +202,7 @@ def test_josm_validator_on_the_sample_buildings(tmp_path):
     res = export_buildings(fp, tmp_path / "sample.osm", source="OpenAerialMap Banepa")
     findings = _josm_findings(res.path, tmp_path / "report.geojson")
     by = {s: [f for f in findings if f["severity"] == s] for s in ("Errors", "Warnings")}
-    assert by["Errors"] == []
+    assert by["Errors"] == [], [(f["message"], f.get("test")) for f in by["Errors"]]
     assert len(by["Warnings"]) <= 0.05 * res.buildings, [f["message"] for f in by["Warnings"]]
 
 
