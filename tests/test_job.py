@@ -55,3 +55,11 @@ def test_loss_and_rasterize_options_reach_training(tmp_path):
     params = read_card(result.model_path).loss_params
     assert (params["tau"], params["theta0"], params["boundary_weight"]) == (0.5, 5, 2.0)
     assert tuple(params["prior"]) == (0.8, 0.2) and tuple(params["class_weights"]) == (0.3, 0.7)
+
+
+def test_loss_options_that_do_not_fit_the_model_fail_before_any_work(tmp_path):
+    four = RasterizeOptions(instance=True)  # a new model of 4 classes
+    with pytest.raises(InputError, match="--lace-prior needs one value per class"):
+        finetune(SAMPLE_RASTER, SAMPLE_BUILDINGS, tmp_path / "m.safetensors", TINY, base=None,
+                 rasterize=four, loss_options=LossOptions(lace_prior=(0.8, 0.2)))
+    assert not list(tmp_path.iterdir())  # nothing written

@@ -201,14 +201,13 @@ class _Stepper:
     amp: Optional[torch.dtype]
 
 
-def _loss(options: TrainOptions, loss_options: Optional[LossOptions], num_classes: int,
-          card: ModelCard) -> tuple[torch.nn.Module, ModelCard]:
-    """The loss module of ``options.loss`` set by ``loss_options``, and the card recording it."""
+def _loss(options: TrainOptions, loss_options: Optional[LossOptions],
+          num_classes: int) -> tuple[torch.nn.Module, dict]:
+    """The loss module of ``options.loss`` set by ``loss_options``, and its parameters."""
     if options.loss not in LOSSES:
         raise InputError(f"Unknown loss {options.loss!r}; choose one of {', '.join(LOSSES)}.")
     params = loss_params(options.loss, loss_options or LossOptions(), num_classes)
-    loss_fn = get_loss(options.loss, num_classes, **params)
-    return loss_fn, replace(card, loss=options.loss, loss_params=params)
+    return get_loss(options.loss, num_classes, **params), params
 
 
 def _epoch_steps(step: _Stepper, sampler: CropSampler, rng: np.random.Generator, run: _Run,
@@ -302,7 +301,8 @@ def fit(net: UNet, split: Split, card: ModelCard, out_model: PathLike,
         run = _Run(**load_state(out_model, optimizer))
         rng.bit_generator.state = run.np_rng
     scheduler = make_scheduler(optimizer, options, run.epoch)
-    loss_fn, card = _loss(options, loss_options, net.num_classes, card)
+    loss_fn, params = _loss(options, loss_options, net.num_classes)
+    card = replace(card, loss=options.loss, loss_params=params)
     step = _Stepper(net, optimizer, torch.amp.GradScaler(device.type, enabled=amp == torch.float16),
                     loss_fn, device, amp)
     sampler = CropSampler(split.train, options.crop_size, photometric=options.photometric,
@@ -374,6 +374,7 @@ def finetune(raster: PathLike, labels: Union[PathLike, Sequence[PathLike], None]
     rasterize = rasterize or RasterizeOptions()
     net = start.net if start else UNet(len(bands), 4 if rasterize.instance else 2,
                                        options.width, options.depth)
+    _loss(options, loss_options, net.num_classes)  # bad loss options fail now, not later
     with tempfile.TemporaryDirectory(prefix="bfe_train_") as tmp:
         label_mask = mask
         if label_mask is None:
