@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 from osgeo import gdal, ogr, osr
-from osm_helpers import SAMPLE_BUILDINGS, osmium
+from osm_helpers import SAMPLE_BUILDINGS, SAMPLE_RASTER, osmium
 
 from ml_core.errors import InputError, OutputError
 from ml_core.io.vector import AreaMeter, read_polygons, srs_of
@@ -213,3 +213,41 @@ def test_josm_sees_overlapping_new_buildings(tmp_path):
     res = export_buildings(fp, tmp_path / "x.osm")
     messages = [f["message"] for f in _josm_findings(res.path, tmp_path / "r.geojson")]
     assert any("verlapping" in m for m in messages), messages
+
+
+@needs_josm
+def test_josm_validator_on_extracted_proposals(tmp_path):
+    """What a mapper would load: proposals the shipped base model finds beside half of the
+    sample's buildings, extracted, flagged and exported."""
+    from ml_core.config import PredictOptions
+    from ml_core.infer.extract import extract_footprints
+    from ml_core.infer.predict import predict_raster
+    from ml_core.labels.rasterize import drop_buildings
+    from ml_core.learn.train import DEFAULT_BASE
+
+    kept = f"{drop_buildings(SAMPLE_BUILDINGS, 0.5, 0, tmp_path / 'kept.gpkg').path}" \
+           "|layername=buildings"
+    west, north, south = 85.52032, 27.63274, 27.63183  # the northern half of the sample
+    prob = predict_raster(SAMPLE_RASTER, DEFAULT_BASE, tmp_path / "prob.tif",
+                          PredictOptions(device="cpu"), extent=(west, south, 85.5224, north))
+    fp = extract_footprints(prob, tmp_path / "fp.gpkg", existing=kept).path
+    res = export_buildings(fp, tmp_path / "new.osm", source="OpenAerialMap Banepa")
+    assert res.buildings >= 10, res
+    findings = _josm_findings(res.path, tmp_path / "report.geojson")
+    errors = [f["message"] for f in findings if f["severity"] == "Errors"]
+    warnings = [f["message"] for f in findings if f["severity"] == "Warnings"]
+    assert errors == []
+    assert len(warnings) <= 0.05 * res.buildings, warnings
+
+
+def test_shared_nodes_remove_spikes_and_degenerate_rings():
+    """A spike whose two base vertices merge (1 cm apart) is cut off (JOSM: "Way contains
+    segment twice"); a sliver collapsing to two nodes is dropped."""
+    from ml_core.osm.topology import share_nodes
+
+    spiky = np.array([(0, 0), (10, 0), (10, 5), (12, 5), (10, 5.01), (10, 10), (0, 10)], float)
+    flat = np.array([(20, 0), (30, 0), (20, 0.01)], float)
+    nodes = share_nodes([spiky, flat], 0.02)
+    ring = nodes.xy[nodes.rings[0]]
+    np.testing.assert_allclose(ring, [(0, 0), (10, 0), (10, 5), (10, 10), (0, 10)])
+    assert nodes.rings[1] is None

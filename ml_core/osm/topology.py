@@ -2,8 +2,9 @@
 
 Mappers' editors expect neighbouring buildings to share nodes where they meet: a vertex of one
 building within ``tolerance`` of a vertex of another becomes one node, and a vertex lying on
-another building's wall is inserted into that wall. Consecutive repeats are then removed, and a
-ring left with fewer than three distinct nodes is dropped (``None``).
+another building's wall is inserted into that wall. Consecutive repeats and spikes are then
+removed, and a ring left with fewer than three distinct nodes, or using a segment twice, is
+dropped (``None``).
 """
 
 from __future__ import annotations
@@ -86,7 +87,19 @@ def share_nodes(rings: list, tolerance: float) -> NodeRings:
 
 
 def _clean(nodes: list):
-    """Drop consecutive repeats (cyclically); None when fewer than three distinct nodes stay."""
+    """Drop consecutive repeats and spikes (a, b, a -> a), cyclically, until none is left; None
+    when fewer than three distinct nodes stay or a segment is still used twice (JOSM's "Way
+    contains segment twice")."""
     arr = np.array(nodes)
-    arr = arr[arr != np.roll(arr, 1)] if len(arr) > 1 else arr
-    return arr.tolist() if len(np.unique(arr)) >= MIN_RING_NODES else None
+    while len(arr) >= MIN_RING_NODES:
+        keep = arr != np.roll(arr, 1)
+        if keep.all():
+            spike = np.flatnonzero(np.roll(arr, 1) == np.roll(arr, -1))
+            if len(spike) == 0:
+                break
+            keep[spike[0]] = False  # the tip; the repeat it leaves goes next round
+        arr = arr[keep]
+    if len(np.unique(arr)) < MIN_RING_NODES:
+        return None
+    segments = np.sort(np.c_[arr, np.roll(arr, -1)], axis=1)
+    return arr.tolist() if len(np.unique(segments, axis=0)) == len(segments) else None
