@@ -393,6 +393,10 @@ def finetune(raster: PathLike, labels: Union[PathLike, Sequence[PathLike], None]
         raise InputError(f"The labels {mask or labels} cover every labelled pixel of {raster} "
                          "with buildings: there is no background to learn from. Use a larger "
                          "raster or one with unbuilt ground.")
+    if not any(((reg.mask != 0) & (reg.mask != UNKNOWN)).any() for reg in regions):
+        raise InputError(f"No building of {mask or labels} covers a pixel centre of {raster}: "
+                         "there is no building to learn from. Use larger buildings or a raster "
+                         "with more of them.")
     split = split_blocks(regions, options.crop_size // 2, options.val_fraction, options.seed)
     if start is None:  # a new network must learn its BatchNorm statistics; no start to keep
         options = replace(options, freeze_bn=False, keep_start=False)
