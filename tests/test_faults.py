@@ -101,6 +101,9 @@ CASES = [
     ("all-building labels (finetune)", [*TRAIN[:2], "{dir}/all.gpkg", *TRAIN[3:], "-o",
                                         "{dir}/n.safetensors"], "no background",
      lambda f: write_vector(f["dir"] / "all.gpkg", [pixel_box(-4, -4, 52, 52)])),
+    ("no building pixel on a 10 x 10 raster (finetune)",
+     [*TRAIN[:1], "{dir}/r10.tif", "{dir}/speck.gpkg", *TRAIN[3:], "-o", "{dir}/n.safetensors"],
+     "no building to learn from", lambda f: _speck(f)),
     ("corrupt --resume state (finetune)", [*TRAIN, "--resume", "-o", "{dir}/n.safetensors"],
      "Cannot resume", lambda f: _torn_state(f)),
     ("--lr nan (finetune)", [*TRAIN, "--lr", "nan", "-o", "{dir}/n.safetensors"], "finite"),
@@ -156,6 +159,12 @@ def _vrt(f) -> None:
     src = write_raster(f["dir"] / "src.tif", width=48, height=48)
     gdal.BuildVRT(str(f["dir"] / "v.vrt"), [str(src)])  # closed at once (returned value dropped)
     src.unlink()
+
+
+def _speck(f) -> None:
+    """A 10 x 10 raster whose one building is smaller than a pixel: no building pixel."""
+    write_raster(f["dir"] / "r10.tif", width=10, height=10)
+    write_vector(f["dir"] / "speck.gpkg", [pixel_box(2.1, 2.1, 2.4, 2.4)])
 
 
 def _torn_state(f) -> None:
