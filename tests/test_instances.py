@@ -87,6 +87,23 @@ def test_strips_are_stitched_to_the_single_pass_result(probability_raster, rows)
     assert _same_partition(one, strips) and _same_partition(strips, ids)
 
 
+@pytest.mark.parametrize("overlap", [0, 2])
+def test_a_building_crossing_seams_diagonally_keeps_one_id(overlap):
+    """A one-pixel diagonal line (8-connected) crosses every seam corner to corner; with no
+    overlap the upper strip still sees the row below its seam."""
+    ds = gdal.GetDriverByName("MEM").Create("", 16, 16, 2, gdal.GDT_Float32)
+    ds.SetGeoTransform((0, 1, 0, 16, 0, -1))
+    line = np.eye(16, dtype=np.float32) * 0.9
+    for i in (1, 2):
+        ds.GetRasterBand(i).WriteArray(line)
+    instance_raster(ds, "/vsimem/diagonal.tif", Thresholds(), overlap=overlap, min_seed_px=1,
+                    rows=4)
+    labels = gdal.Open("/vsimem/diagonal.tif").ReadAsArray()
+    gdal.Unlink("/vsimem/diagonal.tif")
+    assert len(np.unique(labels[line > 0])) == 1 and (labels[line > 0] > 0).all()
+    assert (labels[line == 0] == 0).all()
+
+
 def test_polygons_share_walls_and_keep_areas(probability_raster):
     path, ids = probability_raster
     polys = instance_polygons(gdal.Open(str(path)), Thresholds())

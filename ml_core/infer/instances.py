@@ -109,7 +109,7 @@ def instance_raster(ds: gdal.Dataset, path: str, thresholds: Thresholds, overlap
                     cancel: Optional[CancelToken] = None) -> int:
     """Write the building labels of probability raster ``ds`` to an Int32 GeoTIFF ``path`` (on
     its grid, 0 = none), strip by strip; ids joined across seams share one value. Returns the
-    number of distinct ids written before joining."""
+    number of ids given out before joining (some only to overlap rows, never written)."""
     W, H = ds.RasterXSize, ds.RasterYSize
     rows = rows or gdalio.strip_rows(W)
     out = gdalio.create_like(ds, path, 0, 0, W, H, gdal.GDT_Int32)
@@ -118,16 +118,19 @@ def instance_raster(ds: gdal.Dataset, path: str, thresholds: Thresholds, overlap
     pending = []              # on its own last row (as written)
     for y0, h in strips(H, rows):
         check_cancel(cancel)
-        top, bottom = max(0, y0 - overlap), min(H, y0 + h + overlap)
+        top, bottom = max(0, y0 - overlap), min(H, y0 + h + max(overlap, 1))  # sees the seam
         building, interior, valid = _read_bands(ds, top, bottom - top)
         labels, n = label_instances(building, interior, valid, thresholds, min_seed_px)
         labels = np.where(labels > 0, labels + next_id, 0)
         core = labels[y0 - top:y0 - top + h]
         if seam is not None:  # join where the upper strip saw one building across the seam
             across, above = seam
-            same = (above > 0) & (across == above) & (core[0] > 0)
-            for a, b in set(zip(above[same].tolist(), core[0][same].tolist())):
-                joins.union(a, b)
+            padded = np.pad(above, 1)
+            for d in range(3):  # the pixel above-left, above and above-right (8-connected)
+                near = padded[d:d + W]
+                same = (near > 0) & (across == near) & (core[0] > 0)
+                for a, b in set(zip(near[same].tolist(), core[0][same].tolist())):
+                    joins.union(a, b)
         if y0 + h < H:
             seam = (labels[y0 + h - top], core[-1])
         out.GetRasterBand(1).WriteArray(core, 0, y0)
