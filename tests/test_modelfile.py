@@ -80,6 +80,9 @@ def test_card_mismatching_weights(saved):
         ({"bands": [1, 2]}, "same non-zero length"),
         ({"std": [1.0, 0.0, 1.0]}, "std must be positive"),
         ({"gsd_m": 0.0}, "gsd_m must be positive"),
+        ({"seed_threshold": None}, "seed_threshold must be a number between 0 and 1"),
+        ({"gsd_range_m": [0.3]}, r"gsd_range_m must be null or \[smallest, largest\]"),
+        ({"gsd_range_m": [1.2, 0.15]}, "gsd_range_m must be null"),
     ],
 )
 def test_card_validation(changes, message):
