@@ -39,7 +39,10 @@ def _csv_tuple(text: str) -> tuple[float, ...]:
 
 def finite_float(text: str) -> float:
     """An argparse type: a finite number (NaN and infinity pass every range check otherwise)."""
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, not {text!r}") from None
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"must be a finite number, not {text}")
     return value
