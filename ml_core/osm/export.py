@@ -4,10 +4,11 @@ Only what is new is written: the proposals of a footprints GeoPackage (``new_bui
 but the rejected ones, or only the accepted ones. Each becomes a closed way tagged
 ``building=yes`` (a ``type=multipolygon`` relation when it has holes of at least
 :data:`ml_core.osm.checks.TINY_M2`; smaller pinholes are filled), with negative ids and no
-version (new objects, as JOSM expects), and nodes shared where buildings meet
-(:mod:`ml_core.osm.topology`, in the local UTM zone). Before writing, buildings are shifted
-back into OSM's frame by the offset :func:`ml_core.osm.checks.flag_proposals` stored with the
-layer, so they line up with their mapped neighbours. Flagged geometry is refused or written
+version (new objects, as JOSM expects), simplified by :data:`SIMPLIFY_M`, and nodes shared
+where buildings meet (:mod:`ml_core.osm.topology`, in the local UTM zone). Before writing,
+buildings are shifted back into OSM's frame by the offset
+:func:`ml_core.osm.checks.flag_proposals` stored with the layer, so they line up with their
+mapped neighbours. Flagged geometry is refused or written
 with a warning per building (duplicate nodes are merged here, so they are no longer a flag);
 proposals overlapping a mapped building are never written.
 """
@@ -37,6 +38,9 @@ PathLike = Union[str, os.PathLike]
 NEW_LAYER = "new_buildings"
 NODE_TOLERANCE_M = checks.DUPLICATE_M  # vertices closer than this become one node
 COORD_DECIMALS = 7  # OSM stores 1e-7 degrees
+# Near-collinear vertices closer than this to the outline are dropped: on the sample's proposals
+# it halved the nodes (mostly arcs of buffered cuts), median area change 0.02 %, at most 0.9 %.
+SIMPLIFY_M = 0.05
 ON_FLAGGED = ("warn", "refuse")
 FORMATS = {".osm": "osm", ".geojson": "geojson", ".json": "geojson"}
 WGS84 = srs_of("EPSG:4326")
@@ -131,7 +135,8 @@ def _proposals(feats: list, srs: osr.SpatialReference, metric: osr.SpatialRefere
                 for x, y in np.vstack([ring, ring[:1]]) - np.asarray(shift):
                     r.AddPoint_2D(float(x), float(y))
                 moved.AddGeometry(r)
-            out.append(_Proposal(fid, moved, score, list(flags)))
+            out.append(_Proposal(fid, moved.SimplifyPreserveTopology(SIMPLIFY_M), score,
+                                 list(flags)))
     return out
 
 
