@@ -62,3 +62,12 @@ def test_pixel_policies_pick_by_dice_or_f2():
               0.7: (70, 5, 30)}  # Dice 140/175 = 0.800, F2 350/475 = 0.737
     assert pixel_threshold(counts, "dice") == pytest.approx(0.7)
     assert pixel_threshold(counts, "f2") == pytest.approx(0.4)
+
+
+@pytest.mark.parametrize("policy", ["object_f1", "dice", "f2"])
+def test_crops_that_cannot_tell_thresholds_apart_keep_the_defaults(policy):
+    """No building in the held-out crop and nothing predicted: every threshold scores alike."""
+    bands = np.full((1, 2, 24, 24), 0.05, np.float32)
+    masks = np.zeros((1, 24, 24), np.uint8)
+    chosen = choose_thresholds(bands, masks, policy)
+    assert (chosen.building, chosen.seed) == (0.5, 0.5)

@@ -6,7 +6,9 @@ seed thresholds on a small grid, matches them one to one at IoU >= 0.5 with the 
 held-out labels (``ml_core.evaluate.matching.match_labels``), and keeps the pair with the best
 object F1. Predictions lying mostly on unknown pixels are not counted: with missing labels they
 cannot be judged. The pixel policies (``f2``: recall counted twice, ``dice``) choose the building
-threshold by pixel counts and keep the default seed threshold.
+threshold by pixel counts and keep the default seed threshold. Ties go to the thresholds nearest
+the defaults, so held-out crops that cannot tell thresholds apart (no building, nothing
+predicted) keep the defaults rather than the lowest thresholds of the grid.
 
 The best pixel Dice over the building thresholds ranks epochs whatever the policy.
 """
@@ -74,7 +76,9 @@ def choose_thresholds(bands: np.ndarray, masks: np.ndarray, policy: str,
     """The thresholds ``policy`` keeps on the held-out crops (see the module docstring)."""
     if policy == "object_f1":
         scores = object_f1_by_thresholds(bands, masks, min_seed_px)
-        building, seed = max(scores, key=scores.get)
+        default = Thresholds()
+        building, seed = max(scores, key=lambda k: (scores[k], -abs(k[0] - default.building)
+                                                    - abs(k[1] - default.seed)))
         return Thresholds(building, seed)
     return Thresholds(building=pixel_threshold(pixel_counts_by_threshold(bands[:, 0], masks),
                                                policy))
@@ -86,4 +90,4 @@ def pixel_threshold(counts: dict[float, tuple], policy: str) -> float:
         score = {t: pixel_metrics_from_counts(*c)["dice"] for t, c in counts.items()}
     else:
         score = {t: f_beta(*c, beta=2.0) for t, c in counts.items()}
-    return max(score, key=score.get)
+    return max(score, key=lambda t: (score[t], -abs(t - Thresholds().building)))
