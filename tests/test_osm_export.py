@@ -251,3 +251,10 @@ def test_shared_nodes_remove_spikes_and_degenerate_rings():
     ring = nodes.xy[nodes.rings[0]]
     np.testing.assert_allclose(ring, [(0, 0), (10, 0), (10, 5), (10, 10), (0, 10)])
     assert nodes.rings[1] is None
+
+
+def test_source_tag_is_escaped(fp, tmp_path):
+    source = 'Esri & "OAM" <2026> O\'Neil'
+    _, objs = _osm(export_buildings(fp, tmp_path / "s.osm", source=source).path)
+    assert {w.find("tag[@k='source']").get("v") for w in objs["way"]
+            if w.find("tag[@k='source']") is not None} == {source}

@@ -15,11 +15,11 @@ proposals overlapping a mapped building are never written.
 
 from __future__ import annotations
 
+import html
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
-from xml.sax.saxutils import quoteattr
 
 import numpy as np
 from osgeo import gdal, ogr, osr
@@ -162,8 +162,13 @@ def to_lonlat(xy: np.ndarray, metric: osr.SpatialReference) -> np.ndarray:
     return np.round(np.array(pts)[:, :2], COORD_DECIMALS)
 
 
+def _attr(text: str) -> str:
+    """An XML attribute value, quoted and escaped (&, <, >, quotes)."""
+    return '"' + html.escape(text, quote=True) + '"'
+
+
 def _tag_lines(tags: dict, indent: str) -> list:
-    return [f"{indent}<tag k={quoteattr(k)} v={quoteattr(v)}/>" for k, v in tags.items()]
+    return [f"{indent}<tag k={_attr(k)} v={_attr(v)}/>" for k, v in tags.items()]
 
 
 def osm_document(node_lonlat: np.ndarray, buildings: list, tags: dict) -> str:
