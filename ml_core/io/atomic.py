@@ -111,9 +111,11 @@ def write_failed(final: PathLike, reason: Union[BaseException, str]) -> OutputEr
     if is_no_space(reason):
         return OutputError(f"No space left on {_mount_point(final.parent)} while writing "
                            f"{final}. Free some space or choose another folder.")
+    if isinstance(reason, OutputError) and reason.__cause__ is not None:
+        reason = reason.__cause__  # a writer's own message names the temporary file
     if isinstance(reason, OSError):
         reason = reason.strerror or reason.__class__.__name__
-    return OutputError(f"Cannot write {final}: {str(reason) or 'unknown error'}. "
+    return OutputError(f"Cannot write {final}: {str(reason).rstrip('.') or 'unknown error'}. "
                        "Choose another output path.")
 
 
