@@ -127,6 +127,8 @@ CASES = [
      lambda f: _card(f, architecture={"depth": -1})),
     ("card: threshold 'high'", [*PREDICT, "-o", "{dir}/p.tif"], "threshold must be",
      lambda f: _card(f, threshold="high")),
+    ("card: gsd_range_m a string", [*PREDICT, "-o", "{dir}/p.tif"], "gsd_range_m must be",
+     lambda f: _card(f, gsd_range_m="0.1-1")),
     ("card: width 100000", [*PREDICT, "-o", "{dir}/p.tif"], "width must be",
      lambda f: _card(f, architecture={"width": 100000})),
     ("card: width 8, weights width 4", [*PREDICT, "-o", "{dir}/p.tif"], "does not match",
