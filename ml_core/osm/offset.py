@@ -8,7 +8,8 @@ Hann-windowed images (magnitude divided out to the power :data:`WHITEN`) peaks a
 displacement, refined to 1/:data:`UPSAMPLE` pixel by a
 local, upsampled inverse DFT around the peak. The shifts of the blocks with a clear peak
 (peak-to-sidelobe ratio at least :data:`MIN_PSR`) are combined by a median weighted by their
-buildings; the confidence is their weighted median ratio. The estimate counts as confident with
+buildings, then averaged (same weights) over the blocks that agree with it; the confidence is
+their weighted median ratio. The estimate counts as confident with
 at least :data:`MIN_BUILDINGS` buildings, a ratio of at least :data:`MIN_PSR` and at least
 :data:`MIN_AGREEMENT` of the buildings in clear blocks within :data:`AGREE_M` (or a pixel) of
 the median: on real areas a few sparse blocks peak on the wrong roofs.
@@ -223,10 +224,13 @@ def estimate_offset(prob: gdalio.RasterLike, buildings: Sequence[ogr.Geometry],
     agree = max(px_x, px_y, AGREE_M)
     near = np.array([np.hypot(b["dx_m"] - dx, b["dy_m"] - dy) <= agree for b in clear])
     share = float(weight[near].sum() / total)
+    shifts = np.array([(b["dx_m"], b["dy_m"]) for b in clear])
+    if near.any():  # dx and dy are separate medians: no block need lie near both
+        dx, dy = np.average(shifts[near], axis=0, weights=weight[near])
     reasons = ([f"peak-to-sidelobe ratio {psr:.1f} < {MIN_PSR}"] if psr < MIN_PSR else []) + \
               ([f"blocks disagree ({share:.0%} of the buildings in blocks within {agree:.2f} m "
                 "of the median)"] if share < MIN_AGREEMENT else [])
-    return Offset(round(dx, 3), round(dy, 3), round(psr, 2), total, not reasons,
+    return Offset(round(float(dx), 3), round(float(dy), 3), round(psr, 2), total, not reasons,
                   (px_x + px_y) / 2, "; ".join(reasons), blocks)
 
 
