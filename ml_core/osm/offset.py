@@ -32,6 +32,7 @@ from osgeo import gdal, ogr, osr
 
 from ml_core.events import CancelToken, ProgressCallback, ProgressEvent, check_cancel, emit
 from ml_core.io import raster as gdalio
+from ml_core.io.atomic import atomic_output
 from ml_core.io.grid import burn, raster_bounds, window_envelope
 from ml_core.io.vector import (
     BoxIndex,
@@ -266,17 +267,18 @@ def shift_geoms(geoms: Sequence[ogr.Geometry], srs: osr.SpatialReference, dx_m: 
 
 def write_polygons(path: PathLike, geoms: Sequence[ogr.Geometry],
                    srs: osr.SpatialReference) -> Path:
-    """A GeoPackage (layer ``buildings``) of ``geoms``."""
-    src = create_gpkg(path)
-    layer = src.CreateLayer("buildings", srs=srs, geom_type=ogr.wkbMultiPolygon)
-    layer.StartTransaction()
-    for g in geoms:
-        feat = ogr.Feature(layer.GetLayerDefn())
-        feat.SetGeometry(ogr.ForceToMultiPolygon(g.Clone()))
-        layer.CreateFeature(feat)
-    layer.CommitTransaction()
-    layer = None  # the layer before its datasource
-    src = None
+    """A GeoPackage (layer ``buildings``) of ``geoms``, written atomically (replacing ``path``)."""
+    with atomic_output(path) as tmp:
+        src = create_gpkg(tmp)
+        layer = src.CreateLayer("buildings", srs=srs, geom_type=ogr.wkbMultiPolygon)
+        layer.StartTransaction()
+        for g in geoms:
+            feat = ogr.Feature(layer.GetLayerDefn())
+            feat.SetGeometry(ogr.ForceToMultiPolygon(g.Clone()))
+            layer.CreateFeature(feat)
+        layer.CommitTransaction()
+        layer = None  # the layer before its datasource
+        src = None
     return Path(path)
 
 
