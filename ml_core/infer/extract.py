@@ -47,6 +47,7 @@ from ml_core.io.vector import (
     transform,
 )
 from ml_core.osm.checks import flag_proposals
+from ml_core.osm.offset import estimate_offset, shift_geoms
 
 gdal.UseExceptions()
 ogr.UseExceptions()
@@ -210,6 +211,9 @@ def extract_footprints(prob_path: gdalio.RasterLike, out_path: PathLike,
     for path in as_list(existing):
         existing_geoms += read_polygons(path, srs, what="existing buildings",
                                         progress=progress).geoms
+    mapped, offset = existing_geoms, estimate_offset(ds, existing_geoms) if existing_geoms else None
+    if offset is not None and offset.applies:  # split blobs against the roofs as imaged
+        existing_geoms = shift_geoms(mapped, srs, offset.dx_m, offset.dy_m)
     gt = ds.GetGeoTransform()
     px_crs, px_m = abs(gt[1]), gdalio.pixel_size_m(ds)
     to_crs = px_crs / px_m  # CRS units per metre at the raster centre
@@ -240,7 +244,7 @@ def extract_footprints(prob_path: gdalio.RasterLike, out_path: PathLike,
         f.score = float(score)
     with atomic_output(out_path) as tmp:
         _write(tmp, footprints, out_srs, transform(srs, out_srs), out_path)
-        flag_proposals(tmp, existing_geoms, srs, ds)  # mapper-style flags, OSM-imagery offset
+        flag_proposals(tmp, mapped, srs, ds, offset=offset)  # mapper-style flags, the offset
     n_new = sum(f.is_new for f in footprints)
     emit(progress, ProgressEvent("extract", 1.0, f"{len(footprints)} footprints, {n_new} new"))
     return ExtractResult(Path(out_path), len(footprints), n_new)

@@ -162,14 +162,16 @@ def _metric_copies(geoms: list, srs: osr.SpatialReference, metric: osr.SpatialRe
 
 def flag_proposals(footprints: PathLike, existing: list, existing_srs: osr.SpatialReference,
                    prob: Optional[gdal.Dataset] = None, layer_name: str = "new_buildings",
-                   tolerance: float = MAPPED_OVERLAP) -> Offset:
+                   tolerance: float = MAPPED_OVERLAP, offset: Optional[Offset] = None) -> Offset:
     """Add ``flags`` and ``overlap_mapped`` to the proposals of ``footprints`` (in place: call it
-    on the temporary output before it is renamed) and store the OSM-imagery offset estimated
-    from probability raster ``prob`` and the ``existing`` buildings with the layer."""
+    on the temporary output before it is renamed) and store with the layer the OSM-imagery
+    ``offset``, by default estimated from probability raster ``prob`` and the ``existing``
+    (mapped, as drawn) buildings."""
     src = ogr.Open(str(footprints), 1)
     layer = src.GetLayerByName(layer_name)
-    offset = (estimate_offset(prob, existing) if prob is not None and existing
-              else Offset.none("no probability raster or no mapped buildings"))
+    if offset is None:
+        offset = (estimate_offset(prob, existing) if prob is not None and existing
+                  else Offset.none("no probability raster or no mapped buildings"))
     for name, kind in ((FLAGS_FIELD, ogr.OFTString), (OVERLAP_FIELD, ogr.OFTReal)):
         if layer.FindFieldIndex(name, True) < 0:
             layer.CreateField(ogr.FieldDefn(name, kind))
