@@ -41,6 +41,7 @@ from ml_core.io.vector import (
     as_list,
     create_gpkg,
     ground_distance_m,
+    polygon_part,
     polygons_of,
     read_polygons,
     srs_of,
@@ -94,6 +95,18 @@ def min_rotated_rectangle(geom: ogr.Geometry) -> ogr.Geometry:
     rect = ogr.Geometry(ogr.wkbPolygon)
     rect.AddGeometry(ring)
     return rect
+
+
+def valid_polygon(geom: ogr.Geometry) -> Optional[ogr.Geometry]:
+    """``geom`` as one valid polygon: pixel outlines can touch themselves at a corner (8-connected
+    pixels), which GEOS calls invalid; made valid, the largest piece is kept. None when empty."""
+    if geom.IsValid() and geom.GetGeometryType() == ogr.wkbPolygon:
+        return None if geom.IsEmpty() else geom
+    fixed = polygon_part(geom)
+    if fixed is None:
+        return None
+    parts = polygons_of(fixed)
+    return max(parts, key=lambda g: g.GetArea()) if parts else None
 
 
 def metres_per_unit(ds: gdal.Dataset) -> tuple[float, float]:
@@ -230,9 +243,11 @@ def extract_footprints(prob_path: gdalio.RasterLike, out_path: PathLike,
             check_cancel(cancel)
             emit(progress, ProgressEvent("extract", 0.1 + 0.6 * i / len(blobs),
                                          f"polygon {i}/{len(blobs)}"))
-        geom = blob.SimplifyPreserveTopology(options.simplify * px_crs)
+        geom = valid_polygon(blob.SimplifyPreserveTopology(options.simplify * px_crs))
+        if geom is None:
+            continue
         area = meter.area(geom)
-        if geom.IsEmpty() or area < options.min_area:
+        if area < options.min_area:
             continue
         if options.regularize:
             geom = orthogonalize(geom, *frame)

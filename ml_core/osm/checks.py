@@ -23,7 +23,7 @@ import numpy as np
 from osgeo import gdal, ogr, osr
 from scipy.spatial import cKDTree
 
-from ml_core.io.vector import BoxIndex, local_utm, polygons_of, srs_of, transform
+from ml_core.io.vector import BoxIndex, local_utm, polygon_part, polygons_of, srs_of, transform
 from ml_core.osm.offset import Offset, estimate_offset, shift_geoms
 
 gdal.UseExceptions()
@@ -152,11 +152,15 @@ def stored_offset(layer: ogr.Layer) -> tuple:
 
 
 def _metric_copies(geoms: list, srs: osr.SpatialReference, metric: osr.SpatialReference) -> list:
+    """Copies in the metric CRS, made valid (a reprojected outline can touch itself where a
+    pixel corner did, and GEOS refuses to intersect invalid polygons)."""
     ct = transform(srs, metric)
-    out = [g.Clone() for g in geoms]
-    for g in out:
+    out = []
+    for g in geoms:
+        g = g.Clone()
         if ct is not None:
             g.Transform(ct)
+        out.append(g if g.IsValid() else (polygon_part(g) or g))
     return out
 
 
