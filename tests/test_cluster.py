@@ -138,7 +138,7 @@ def test_a_model_the_workers_cannot_build_is_a_clear_error(make_raster, tmp_path
     card = ModelCard(architecture={"name": "custom", "in_channels": 3}, bands=[1, 2, 3],
                      mean=[100.0] * 3, std=[50.0] * 3, gsd_m=1.0)
     custom = LoadedModel(net=torch.nn.Conv2d(3, 2, 1).eval(), card=card)
-    with pytest.raises(InputError, match="(?i)unknown architecture .custom."):
+    with pytest.raises(InputError, match=r"(?i)unknown architecture .custom."):
         predict_on_cluster(raster, custom, tmp_path / "c.tif", OPTS, ClusterOptions(), client)
     assert not (tmp_path / "c.tif").exists()
 
