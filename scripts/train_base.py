@@ -107,16 +107,18 @@ def _feature_count(path: Path) -> int:
 
 
 def warm_start(net: UNet, base: Path) -> None:
-    """Start from the previous 2-class base model: every layer but the head is copied, and the
-    head's background/building filters seed background+contact and interior+edge."""
+    """Start from an earlier base model: a 4-class one as it is; of a 2-class one every layer
+    but the head is copied, and the head's background/building filters seed
+    background+contact and interior+edge."""
     old = load_model(base).net.state_dict()
     state = net.state_dict()
     for key, value in old.items():
-        if not key.startswith("head.") and state[key].shape == value.shape:
+        if state[key].shape == value.shape:
             state[key] = value
-    rows = [0, 1, 1, 0]  # background, interior, edge, contact
-    state["head.weight"] = old["head.weight"][rows].clone()
-    state["head.bias"] = old["head.bias"][rows].clone()
+    if old["head.weight"].shape != state["head.weight"].shape:
+        rows = [0, 1, 1, 0]  # background, interior, edge, contact
+        state["head.weight"] = old["head.weight"][rows].clone()
+        state["head.bias"] = old["head.bias"][rows].clone()
     net.load_state_dict(state)
 
 
@@ -130,14 +132,16 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=50, help="optimiser steps per epoch")
     parser.add_argument("--init", type=Path, default=None,
-                        help="a 2-class model to start from (the previous base model)")
+                        help="an earlier base model to start from (2 or 4 classes)")
     args = parser.parse_args()
     options = TrainOptions(loss=args.loss, epochs=args.epochs, minutes=args.minutes or None,
-                           lr=args.lr, optimizer="adamw", steps_per_epoch=50,
+                           lr=args.lr, optimizer="adamw", steps_per_epoch=args.steps,
                            width=args.width, patience=1000, val_fraction=0.1, seed=args.seed,
                            device="auto", lr_halve_every=1000, freeze_bn=False,
-                           scale_augment=True, photometric=True)
+                           scale_augment=True, photometric=True,
+                           threshold_metric="dice")  # chosen again by evaluate_base.py
     with tempfile.TemporaryDirectory(prefix="bfe_base_") as tmp:
         regions, means, stds = [], [], []
         sources = training_sources(args.data)

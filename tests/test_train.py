@@ -16,11 +16,12 @@ from ml_core.io import raster as gdalio
 from ml_core.labels.rasterize import rasterize_labels
 from ml_core.learn import train as train_module
 from ml_core.learn.checkpoint import last_path, load_state, save_state
+from ml_core.learn.confident import ignore_confident
 from ml_core.learn.dataset import CropSampler, load_regions, split_blocks
 from ml_core.learn.model import UNet
 from ml_core.learn.modelfile import ModelCard, load_model, save_model
 from ml_core.learn.optim import make_optimizer
-from ml_core.learn.train import finetune, fit, ignore_confident
+from ml_core.learn.train import finetune, fit
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample" / "banepa_sample.tif"

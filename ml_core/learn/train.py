@@ -24,11 +24,12 @@ from ml_core.config import ExtractOptions, LossOptions, RasterizeOptions, TrainO
 from ml_core.errors import InputError
 from ml_core.events import CancelToken, ProgressCallback, ProgressEvent, check_cancel, emit
 from ml_core.infer.extract import seed_pixels
-from ml_core.infer.predict import probability_bands
+from ml_core.infer.in_memory import predict_batches
 from ml_core.io import raster as gdalio
 from ml_core.io.atomic import check_not_input, check_writable
 from ml_core.labels.rasterize import rasterize_labels
 from ml_core.learn.checkpoint import last_path, load_state, save_state, state_paths
+from ml_core.learn.confident import ignore_confident
 from ml_core.learn.dataset import (
     UNKNOWN,
     CropSampler,
@@ -63,45 +64,6 @@ class TrainResult:
     seconds: float
     device: str
     history: list = field(default_factory=list)
-
-
-@torch.no_grad()
-def predict_batches(net: torch.nn.Module, images: np.ndarray, device: torch.device,
-                    batch_size: int, cancel: Optional[CancelToken] = None) -> np.ndarray:
-    """Probability bands [N,B,H,W] (``infer.predict.probability_bands``: band 0 building) for
-    images [N,C,H,W] (H, W multiples of the net's ``multiple``)."""
-    net.eval()
-    out = []
-    for i in range(0, len(images), batch_size):
-        check_cancel(cancel)
-        x = torch.from_numpy(images[i:i + batch_size]).to(device)
-        with torch.autocast(device.type, dtype=amp_dtype(device) or torch.float32,
-                            enabled=amp_dtype(device) is not None):
-            logits = net(x)
-        out.append(probability_bands(logits.float()).cpu().numpy())
-    return np.concatenate(out)
-
-
-def predict_region(net: UNet, image: np.ndarray, device: torch.device) -> np.ndarray:
-    """Probability bands [B,H,W] of a whole in-memory image [C,H,W] in one padded pass."""
-    _, H, W = image.shape
-    padded = np.pad(image, ((0, 0), (0, -H % net.multiple), (0, -W % net.multiple)))
-    return predict_batches(net, padded[None], device, 1)[0, :, :H, :W]
-
-
-def ignore_confident(net: torch.nn.Module, split: Split, threshold: float,
-                     device: torch.device) -> int:
-    """Mark unknown the background pixels, in training and validation blocks alike, that the
-    base model calls building with probability above ``threshold`` (likely unmapped buildings);
-    returns how many training pixels changed."""
-    changed = 0
-    net.to(device)
-    for train, val in zip(split.train, split.val):
-        hit = predict_region(net, train.image, device)[0] > threshold
-        changed += int((hit & (train.mask == 0)).sum())
-        for reg in (train, val):
-            reg.mask[hit & (reg.mask == 0)] = UNKNOWN
-    return changed
 
 
 @dataclass
