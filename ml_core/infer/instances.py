@@ -30,6 +30,7 @@ from ml_core.io import raster as gdalio
 
 EIGHT = np.ones((3, 3), bool)
 RELIEF_LEVELS = 1000  # the watershed floods integer levels: 1 - interior in steps of 0.001
+BACKGROUND_RELIEF = 60000  # outside a part: flooded last, far below uint16's end (scipy #19575)
 
 
 def label_instances(building: np.ndarray, interior: Optional[np.ndarray], valid: np.ndarray,
@@ -60,10 +61,28 @@ def label_instances(building: np.ndarray, interior: Optional[np.ndarray], valid:
         markers[lone] = lone_ids[lone] + n
         n += int(n_lone)
     relief = np.round((1 - np.clip(interior, 0, 1)) * RELIEF_LEVELS).astype(np.uint16)
-    relief[~inside] = RELIEF_LEVELS + 1  # any way through non-building costs more than none
-    labels = ndimage.watershed_ift(relief, markers, EIGHT.astype(int))
-    labels[~inside] = 0
-    return labels.astype(np.int32), n
+    return _flood_parts(parts, markers, relief), n
+
+
+def _flood_parts(parts: np.ndarray, markers: np.ndarray, relief: np.ndarray) -> np.ndarray:
+    """Each connected part takes its one marker, or is flooded from its several markers within
+    its own bounding box. Parts are flooded one at a time because ``watershed_ift`` alone lets
+    a marker leak across background into other parts (seen on the sample: one id over 26
+    parts)."""
+    labels = np.zeros(parts.shape, np.int32)
+    for k, box in enumerate(ndimage.find_objects(parts), start=1):
+        if box is None:
+            continue
+        part = parts[box] == k
+        ids = np.unique(markers[box][part & (markers[box] > 0)])
+        if len(ids) <= 1:
+            labels[box][part] = ids[0] if len(ids) else 0
+            continue
+        local = np.where(part, markers[box], -1).astype(np.int32)  # outside: one fixed basin
+        lift = np.where(part, relief[box], np.uint16(BACKGROUND_RELIEF))
+        flooded = ndimage.watershed_ift(lift, local, EIGHT.astype(int))
+        labels[box][part] = np.maximum(flooded[part], 0)
+    return labels
 
 
 class _UnionFind:
