@@ -248,7 +248,8 @@ def test_extract_covers_only_the_chosen_area(dock, layers, canvas, mode):
               (raster.extent().yMaximum() - got.yMaximum()) / py)
     assert offset == pytest.approx((round(offset[0]), round(offset[1])), abs=1e-6)
     if inside is not None:  # outside the polygons: nodata, e.g. the triangle's south-east corner
-        values = gdal.Open(prob.source()).ReadAsArray()
+        opened = gdal.Open(prob.source())  # held while its band is read
+        values = opened.GetRasterBand(1).ReadAsArray()  # the building band
         assert values[-2, round((tri.xMaximum() - got.xMinimum()) / px) - 2] == -1
         assert values[2, 2] != -1
 
