@@ -10,7 +10,8 @@ from ml_core.learn.device import amp_dtype, describe_device, select_device
 def test_cpu_is_always_available_and_described():
     dev = select_device("cpu")
     assert dev.type == "cpu"
-    assert describe_device(dev) == f"CPU ({torch.get_num_threads()} threads)"
+    n = torch.get_num_threads()
+    assert describe_device(dev) == f"CPU ({n} thread{'' if n == 1 else 's'})"
     assert amp_dtype(dev) is None
 
 

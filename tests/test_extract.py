@@ -141,3 +141,16 @@ def test_zonal_mean_is_nan_where_a_polygon_sees_only_nodata(make_raster):
     means = zonal_mean(ds, [inside, on_nodata])
     assert means[0] == pytest.approx(0.8, abs=1e-6)
     assert np.isnan(means[1])
+
+
+def test_slivers_between_neighbours_are_cut_but_real_overlaps_are_left():
+    from ml_core.infer.extract import without_overlaps
+
+    a = ogr.CreateGeometryFromWkt("POLYGON((0 0,10 0,10 10,0 10,0 0))")
+    sliver = ogr.CreateGeometryFromWkt("POLYGON((9.8 0,20 0,20 10,9.8 10,9.8 0))")  # 2 % over a
+    big = ogr.CreateGeometryFromWkt("POLYGON((5 0,15 0,15 10,5 10,5 0))")  # half over a
+    first, second = without_overlaps([a, sliver])
+    assert first.Equals(a) and second.Intersection(first).GetArea() == pytest.approx(0)
+    assert second.GetArea() == pytest.approx(100.0)  # 102 m² less the 2 m² a already covers
+    _, kept = without_overlaps([a, big])
+    assert kept.Intersection(a).GetArea() == pytest.approx(50.0)  # left for the checks to flag

@@ -115,7 +115,8 @@ def test_cancel_stops_quickly_and_keeps_the_best_checkpoint(tiny, tmp_path):
     assert time.monotonic() - events[-1] < 2.0
     assert load_model(tmp_path / "c.safetensors").card.metrics["epoch"] == 1
     devices = {e.device for e in events if hasattr(e, "device")}
-    assert devices == {f"CPU ({torch.get_num_threads()} threads)"}
+    n = torch.get_num_threads()
+    assert devices == {f"CPU ({n} thread{'' if n == 1 else 's'})"}
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])

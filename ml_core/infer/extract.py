@@ -109,6 +109,24 @@ def valid_polygon(geom: ogr.Geometry) -> Optional[ogr.Geometry]:
     return max(parts, key=lambda g: g.GetArea()) if parts else None
 
 
+def without_overlaps(geoms: list, max_share: float = 0.05) -> list:
+    """Neighbours simplified (or squared) one at a time can overlap a little along the wall
+    they shared; each polygon gives up what an earlier one covers, so buildings touch but never
+    overlap (JOSM warns on overlapping buildings). Overlaps above ``max_share`` of a polygon's
+    area are not such slivers: they are left for the checks to flag."""
+    index = BoxIndex(geoms)
+    out: list = []
+    for i, geom in enumerate(geoms):
+        for j in index.query(geom.GetEnvelope()):
+            if j >= i or out[j] is None or geom is None or not geom.Intersects(out[j]):
+                continue
+            common = geom.Intersection(out[j]).GetArea()
+            if 0 < common <= max_share * geom.GetArea():
+                geom = valid_polygon(geom.Difference(out[j]))
+        out.append(geom)
+    return [g for g in out if g is not None]
+
+
 def metres_per_unit(ds: gdal.Dataset) -> tuple[float, float]:
     """Ground metres per CRS unit along x and y at the raster's centre (angles are measured in
     that frame, also for rasters in degrees)."""
@@ -237,22 +255,22 @@ def extract_footprints(prob_path: gdalio.RasterLike, out_path: PathLike,
     frame = metres_per_unit(ds)
     thresholds = Thresholds.of_raster(ds).overridden(options.threshold, options.seed_threshold)
     blobs = instance_polygons(ds, thresholds, seed_pixels(options.min_seed_m2, px_m), cancel)
-    footprints = []
+    shaped = []
     for i, blob in enumerate(blobs):
         if i % 200 == 0:
             check_cancel(cancel)
             emit(progress, ProgressEvent("extract", 0.1 + 0.6 * i / len(blobs),
                                          f"polygon {i}/{len(blobs)}"))
         geom = valid_polygon(blob.SimplifyPreserveTopology(options.simplify * px_crs))
-        if geom is None:
-            continue
-        area = meter.area(geom)
-        if area < options.min_area:
-            continue
-        if options.regularize:
+        if geom is not None and options.regularize:
             geom = orthogonalize(geom, *frame)
-            area = meter.area(geom)
-        footprints += splitter.split(geom, area)
+        if geom is not None and meter.area(geom) >= options.min_area:
+            shaped.append(geom)
+    footprints = []
+    for geom in without_overlaps(shaped):
+        area = meter.area(geom)
+        if area >= options.min_area:
+            footprints += splitter.split(geom, area)
     emit(progress, ProgressEvent("extract", 0.75, "scoring"))
     scores = zonal_mean(ds, [f.geom for f in footprints], cancel)
     for f, score in zip(footprints, np.nan_to_num(scores)):

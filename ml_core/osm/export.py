@@ -26,6 +26,7 @@ from osgeo import gdal, ogr, osr
 
 from ml_core.errors import InputError, OutputError
 from ml_core.events import ProgressCallback, ProgressEvent, emit
+from ml_core.infer.extract import without_overlaps
 from ml_core.io.atomic import atomic_output, check_writable
 from ml_core.io.vector import local_utm, open_layer, polygons_of, srs_of, transform
 from ml_core.osm import checks
@@ -137,7 +138,13 @@ def _proposals(feats: list, srs: osr.SpatialReference, metric: osr.SpatialRefere
                 moved.AddGeometry(r)
             out.append(_Proposal(fid, moved.SimplifyPreserveTopology(SIMPLIFY_M), score,
                                  list(flags)))
-    return out
+    # simplified one at a time, neighbours that shared a wall may overlap by a few cm
+    kept = [p for p in out if p.geom is not None and not p.geom.IsEmpty()]
+    shapes = without_overlaps([p.geom for p in kept])
+    if len(shapes) == len(kept):
+        for p, g in zip(kept, shapes):
+            p.geom = g
+    return kept
 
 
 def _judge(props: list, on_flagged: str, footprints: PathLike) -> tuple[list, list, dict]:

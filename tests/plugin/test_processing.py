@@ -97,12 +97,12 @@ def test_finetune_predict_extract(run, layers, tmp_path):
                                  "device": TrainOptions.__dataclass_fields__["device"]
                                  .metadata["choices"].index("cpu"),
                                  "loss": list(LOSSES).index("lace"), "lace_tau": 0.5,
-                                 "lace_prior": "0.8, 0.2", "unknown_margin": 1,
+                                 "lace_prior": "0.8, 0.1, 0.07, 0.03", "unknown_margin": 1,
                                  "instance": False,
                                  "OUTPUT": str(tmp_path / "m.safetensors")})["OUTPUT"]
     card = read_card(model)  # the advanced loss options reached training
     assert (card.loss, card.loss_params["tau"]) == ("lace", 0.5)
-    assert tuple(card.loss_params["prior"]) == (0.8, 0.2)
+    assert tuple(card.loss_params["prior"]) == (0.8, 0.1, 0.07, 0.03)  # the 4-class base
     prob = run("bfe:predict_probability", {"INPUT": raster, "MODEL": model, "tile_size": 128,
                                            "overlap": 16, "OUTPUT": str(tmp_path / "p.tif")})
     result = run("bfe:extract_footprints", {"INPUT": prob["OUTPUT"], "EXISTING": buildings,
