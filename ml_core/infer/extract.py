@@ -120,7 +120,9 @@ def without_overlaps(geoms: list, max_share: float = 0.05) -> list:
         for j in index.query(geom.GetEnvelope()):
             if j >= i or out[j] is None or geom is None or not geom.Intersects(out[j]):
                 continue
-            common = geom.Intersection(out[j]).GetArea()
+            shared = geom.Intersection(out[j])  # a line or point where they only touch
+            common = shared.GetArea() if ogr.GT_Flatten(shared.GetGeometryType()) in (
+                ogr.wkbPolygon, ogr.wkbMultiPolygon, ogr.wkbGeometryCollection) else 0.0
             if 0 < common <= max_share * geom.GetArea():
                 geom = valid_polygon(geom.Difference(out[j]))
         out.append(geom)
