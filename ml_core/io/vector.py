@@ -6,7 +6,7 @@ raster grid side (pixel windows, bounds, burning a layer into a window) is ``ml_
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional, Union
@@ -228,19 +228,12 @@ def read_polygons(path: PathLike, target: Optional[osr.SpatialReference] = None,
     target = srs_of(target) if target is not None else srs
     ct = transform(srs, target)
     geoms, skipped, total = [], 0, 0
-    for feat in layer:
+    for _, g in feature_polygons(layer, ct):
         total += 1
-        g = feat.GetGeometryRef()
-        if g is None or g.IsEmpty():
-            skipped += 1
-            continue
-        g = polygon_part(g.Clone())
         if g is None:
             skipped += 1
-            continue
-        if ct is not None:
-            g.Transform(ct)
-        geoms.append(g)
+        else:
+            geoms.append(g)
     del src
     if total == 0:
         raise InputError(f"The {what} layer {name} is empty. Choose a layer with polygons.")
@@ -251,6 +244,17 @@ def read_polygons(path: PathLike, target: Optional[osr.SpatialReference] = None,
         emit(progress, ProgressEvent("read", 0.0, f"{name}: skipped {skipped} non-polygon or "
                                                   f"empty feature(s) of {total}."))
     return PolygonSet(geoms, target, name, skipped)
+
+
+def feature_polygons(layer, ct=None) -> Iterator[tuple[ogr.Feature, Optional[ogr.Geometry]]]:
+    """Each feature of ``layer`` with its polygon part (made valid, then transformed by ``ct``),
+    or None where it has none (no geometry, empty, points or lines)."""
+    for feat in layer:
+        ref = feat.GetGeometryRef()
+        g = polygon_part(ref.Clone()) if ref is not None and not ref.IsEmpty() else None
+        if g is not None and ct is not None:
+            g.Transform(ct)
+        yield feat, g
 
 
 def polygon_part(g: ogr.Geometry) -> Optional[ogr.Geometry]:

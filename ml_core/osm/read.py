@@ -101,7 +101,7 @@ class OsmBuildings:
 
 def read_buildings(path: PathLike, target: Optional[osr.SpatialReference] = None) -> OsmBuildings:
     """The buildings of an OSM extract (valid polygons, in ``target``, default EPSG:4326)."""
-    from ml_core.io.vector import polygon_part, srs_of, transform
+    from ml_core.io.vector import feature_polygons, srs_of, transform
 
     if not Path(str(path)).exists():
         raise InputError(f"OSM file {path} not found. Check the path.")
@@ -110,13 +110,9 @@ def read_buildings(path: PathLike, target: Optional[osr.SpatialReference] = None
     target = srs_of(target) if target is not None else srs
     ct = transform(srs, target)
     out = OsmBuildings([], [], [], target)
-    for feat in layer:
-        g = feat.GetGeometryRef()
-        g = polygon_part(g.Clone()) if g is not None else None
+    for feat, g in feature_polygons(layer, ct):
         if g is None:
             continue
-        if ct is not None:
-            g.Transform(ct)
         out.geoms.append(g)
         out.ids.append(osm_id(feat))
         out.tags.append(feature_tags(feat))

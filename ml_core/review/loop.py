@@ -37,6 +37,7 @@ from ml_core.io.vector import (
     PolygonSet,
     as_list,
     create_gpkg,
+    feature_polygons,
     memory_layer,
     open_layer,
     polygon_part,
@@ -280,13 +281,9 @@ def scored_polygons(path: PathLike, srs: osr.SpatialReference, layer_name: str) 
     src, layer = open_layer(path, prefer=layer_name)
     ct = transform(srs_of(layer), srs)
     geoms, fids, scores = [], [], []
-    for feat in layer:
-        ref = feat.GetGeometryRef()
-        g = polygon_part(ref.Clone()) if ref is not None else None
+    for feat, g in feature_polygons(layer, ct):
         if g is None:
             continue
-        if ct is not None:
-            g.Transform(ct)
         geoms.append(g)
         fids.append(feat.GetFID())
         scores.append(feat.GetField("score") or 0.0)
