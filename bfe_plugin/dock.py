@@ -11,7 +11,7 @@ import itertools
 from pathlib import Path
 from typing import Callable, Optional
 
-from qgis.core import QgsApplication, QgsProcessingUtils, QgsProject
+from qgis.core import Qgis, QgsApplication, QgsProcessingUtils, QgsProject
 from qgis.gui import QgsCollapsibleGroupBox, QgsDockWidget, QgsFileWidget
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import (
@@ -36,13 +36,14 @@ from ml_core.config import (
 from ml_core.errors import BfeError, InputError
 
 from . import deps, imagery, layers
-from .messages import report_error, report_success
+from .messages import log, report_error, report_success
 from .review.panel import ReviewPanel
 from .review.refine_task import RefineTask, round_job
 from .tasks import (
     ChainJob,
     ChainTask,
     CoreTask,
+    ExportTask,
     ExtractJob,
     ExtractTask,
     FinetuneTask,
@@ -50,6 +51,7 @@ from .tasks import (
     RasterizeTask,
 )
 from .widgets.chart import TrainingChart
+from .widgets.export import ExportPanel, describe_export
 from .widgets.fit import VerticalScroll, fit_narrow
 from .widgets.inputs import InputsPanel
 from .widgets.model import ModelPanel
@@ -90,6 +92,9 @@ class BfeDock(QgsDockWidget):
         self.review.split_requested.connect(self._split)
         self.review.layer_set.connect(self._show_review)
         self.review_box = self.add_section("Review", self.review)
+        self.export = ExportPanel()
+        self.export.button.clicked.connect(self.start_export)
+        self.add_section("Export for OSM", self.export)
         self.model = ModelPanel()
         self.model.error.connect(self._report)
         self.add_section("Model", self.model)
@@ -240,7 +245,7 @@ class BfeDock(QgsDockWidget):
 
     def _set_busy(self, busy: bool) -> None:
         for button in (self.find_button, self.rasterize_button, self.finetune_button,
-                       self.extract_button):
+                       self.extract_button, self.export.button):
             button.setEnabled(not busy)
         self.inputs.fetch_button.setEnabled(not busy and self.inputs.needs_fetch())
         self.cancel_button.setEnabled(busy)
@@ -348,7 +353,7 @@ class BfeDock(QgsDockWidget):
         self._review(new, job)
         dice = summary.get("val_dice")
         report_success(self.iface.messageBar(), (
-            f"{summary['new_buildings']} buildings not in '{self.inputs.buildings_layer().name()}' "
+            f"{summary['new_buildings']} buildings not in '{self.inputs.buildings_name()}' "
             f"({summary['footprints']} footprints) in {summary['seconds']:.0f} s; fine-tuned "
             f"{summary['epochs']} epoch(s), validation Dice "
             f"{'-' if dice is None else f'{dice:.2f}'}. Review them below."))
@@ -437,7 +442,7 @@ class BfeDock(QgsDockWidget):
         raster = self.inputs.raster()
         model = self.model.path or Path(self._bundled_base())
         extent, aoi = self.inputs.area_limits(folder)
-        existing = self.inputs.buildings(folder) if self.inputs.buildings_layer() else None
+        existing = self.inputs.buildings(folder) if self.inputs.has_buildings() else None
         spec = self.job()
         job = ExtractJob(raster, str(model), folder / "probability.tif",
                          folder / "footprints.gpkg", spec.predict, spec.extract,
@@ -467,6 +472,26 @@ class BfeDock(QgsDockWidget):
         self._review(new, job)
         report_success(self.iface.messageBar(), f"{footprints.featureCount()} footprints, "
                        f"{new.featureCount()} not in the building layer.")
+
+    # -- export for OSM ---------------------------------------------------------------------
+    def start_export(self) -> None:
+        """Export the new buildings under review for OSM editing (.osm or GeoJSON), in a task."""
+        self.export.show_result("")
+        self._guarded(lambda _folder: ExportTask(self.export.request(self.review.layer),
+                                                 self._exported, self._export_failed))
+
+    def _exported(self, result) -> None:
+        request = self.task.request
+        self._done()
+        text = describe_export(result, request.accepted_only)
+        self.export.show_result(text)
+        for line in result.warnings:
+            log(f"export warning: {line}", Qgis.Warning)
+        report_success(self.iface.messageBar(), text.splitlines()[0])
+
+    def _export_failed(self, exc: BaseException, details: str) -> None:
+        self._error(exc, details)
+        self.export.show_result(f"Nothing exported: {exc}")
 
     # -- review round -----------------------------------------------------------------------
     def _review(self, new, job: ExtractJob) -> None:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 from qgis.core import (
     QgsCoordinateTransformContext,
+    QgsProviderRegistry,
     QgsRasterLayer,
     QgsVectorFileWriter,
     QgsVectorLayer,
+    QgsWkbTypes,
 )
 
 from ml_core.errors import InputError, OutputError
+from ml_core.osm.read import is_osm
 
 
 def raster_path(layer: QgsRasterLayer | None) -> str:
@@ -26,13 +30,35 @@ def raster_path(layer: QgsRasterLayer | None) -> str:
     return layer.source().split("|")[0]
 
 
+def osm_extract(layer: QgsVectorLayer) -> Optional[str]:
+    """The OSM extract (``.osm``, ``.osm.pbf``) behind ``layer``, or None.
+
+    QGIS shows all of the OSM driver's ``multipolygons`` (landuse, parks...); ml_core reads the
+    file itself with its building filter (``ml_core.osm.read``), as the CLI does. Only the
+    polygon layer, or the file without a layer name, counts; with a subset filter the user's
+    filter decides what a building is, so such a layer is copied as any other.
+    """
+    if layer.providerType() != "ogr" or layer.subsetString():
+        return None
+    uri = QgsProviderRegistry.instance().decodeUri("ogr", layer.source())
+    path = uri.get("path") or ""
+    whole_file = not uri.get("layerName") and uri.get("layerId") is None
+    polygons = layer.geometryType() == QgsWkbTypes.PolygonGeometry
+    return path if is_osm(path) and (whole_file or polygons) else None
+
+
 def vector_path(layer: QgsVectorLayer | None, out_path: Path, selected_only: bool = False) -> str:
-    """Write ``layer`` (any provider: memory, OSM, PostGIS, a GPKG layer) to a one-layer GeoPackage.
+    """Write ``layer`` (any provider: memory, PostGIS, a GPKG layer) to a one-layer GeoPackage;
+    an OSM extract's layer gives the extract itself (:func:`osm_extract`), so only its
+    buildings reach ml_core.
 
     Call on the main thread before a task starts; ml_core then reads a plain file.
     """
     if layer is None or not layer.isValid():
         raise InputError("Choose a polygon layer.")
+    extract = None if selected_only else osm_extract(layer)
+    if extract is not None:
+        return extract
     if selected_only and layer.selectedFeatureCount() == 0:
         raise InputError(f"No feature of '{layer.name()}' is selected. "
                          "Select the area polygons first.")

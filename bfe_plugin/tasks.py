@@ -145,6 +145,23 @@ class FinetuneTask(CoreTask):
         super().__init__("bfe: fine-tune", torch_step(step), on_done, on_error)
 
 
+class ExportTask(CoreTask):
+    """New buildings to an .osm file for JOSM or GeoJSON (``request``: an ``ExportRequest``);
+    quick, so it is not cancelled midway: the file is written whole or not at all."""
+
+    def __init__(self, request: Any, on_done: OnDone, on_error: OnError) -> None:
+        from ml_core.osm.export import export_buildings
+
+        self.request = request
+
+        def step(progress: ProgressCallback, cancel: CancelToken) -> Any:
+            return export_buildings(request.footprints, request.out, source=request.source,
+                                    layer=request.layer, accepted_only=request.accepted_only,
+                                    on_flagged=request.on_flagged, progress=progress)
+
+        super().__init__("bfe: export for OSM", step, on_done, on_error)
+
+
 @dataclass
 class ExtractJob:
     """Everything an extraction needs, as plain paths and options."""

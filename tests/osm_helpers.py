@@ -60,3 +60,23 @@ def osmium(*args: str) -> subprocess.CompletedProcess:
     """Run ``osmium`` (Debian osmium-tool) with arguments as a list, no shell."""
     exe = shutil.which("osmium")
     return subprocess.run([exe, *args], capture_output=True, text=True, timeout=120, check=False)
+
+
+def squares_osm(path: Path, squares: list, size_deg: float = 1e-4) -> Path:
+    """An ``.osm`` file of closed square ways as mapped data: ``squares`` is a list of
+    (lon, lat, tags) with the square's south-west corner and its tags, e.g.
+    ``{"building": "yes"}`` or ``{"landuse": "grass"}`` (both become OSM multipolygons)."""
+    nodes, ways = [], []
+    for k, (lon, lat, tags) in enumerate(squares):
+        corners = [(lon, lat), (lon + size_deg, lat), (lon + size_deg, lat + size_deg),
+                   (lon, lat + size_deg)]
+        ids = [4 * k + i + 1 for i in range(4)]
+        nodes += [f'  <node id="{n}" version="1" lat="{y:.7f}" lon="{x:.7f}"/>'
+                  for n, (x, y) in zip(ids, corners)]
+        refs = "".join(f'<nd ref="{n}"/>' for n in [*ids, ids[0]])
+        tag_xml = "".join(f'<tag k="{t}" v="{v}"/>' for t, v in tags.items())
+        ways.append(f'  <way id="{k + 1}" version="1">{refs}{tag_xml}</way>')
+    text = "\n".join(['<?xml version="1.0" encoding="UTF-8"?>',
+                      '<osm version="0.6" generator="test">', *nodes, *ways, "</osm>", ""])
+    path.write_text(text, encoding="utf-8")
+    return path

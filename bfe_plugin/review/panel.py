@@ -43,6 +43,7 @@ from qgis.PyQt.QtWidgets import (
 
 from ml_core.config import DEFAULT_THRESHOLD
 from ml_core.errors import BfeError, InputError
+from ml_core.osm.checks import FLAGS_FIELD, describe_flags
 from ml_core.review.loop import (
     ACCEPTED,
     PROPOSED,
@@ -132,6 +133,10 @@ class ReviewPanel(QWidget):
         self.deciding: list[QPushButton] = []  # locked while a round runs
         self.where = QLabel()
         self.where.setWordWrap(True)
+        self.flags = QLabel()  # the mapper-style checks' flags of the current proposal
+        self.flags.setWordWrap(True)
+        self.flags.setToolTip("Checks as JOSM and Rapid run them (ml_core.osm.checks); export "
+                              "warns about or refuses flagged buildings")
         self.order_by = QComboBox()
         for text, order in (("Highest score first", "score"),
                             ("Most uncertain first (score near the threshold)", "uncertainty")):
@@ -179,6 +184,7 @@ class ReviewPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.addWidget(self.order_by)
         layout.addWidget(self.where)
+        layout.addWidget(self.flags)
         layout.addLayout(grid)
         layout.addWidget(QLabel("Copy accepted buildings into"))
         layout.addWidget(self.target)
@@ -282,10 +288,14 @@ class ReviewPanel(QWidget):
     def _show_current(self) -> None:
         fid = self.current
         self.highlight.reset(QgsWkbTypes.PolygonGeometry)
+        self.flags.clear()
         if fid is None:
             self.where.setText("No proposals to review: extract buildings first.")
             return
         feature = self.layer.getFeature(fid)
+        if self.layer.fields().indexOf(FLAGS_FIELD) >= 0:  # layers of older extractions lack it
+            text = describe_flags(feature[FLAGS_FIELD] or None)
+            self.flags.setText(f"Flags: {text}" if text else "No flags")
         left = sum(self.status_of(f) == PROPOSED for f in self.order)
         self.where.setText(f"{self.position + 1}/{len(self.order)} · score "
                            f"{feature['score']:.2f} · {feature[STATUS_FIELD]} · {left} to review")

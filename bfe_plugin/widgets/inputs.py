@@ -1,5 +1,6 @@
-"""Input choices: raster with its bands, building layer, the area to work on, and the
-resolution at which imagery is fetched from a tile or map service (XYZ, WMS, WMTS)."""
+"""Input choices: raster with its bands, building layer or OSM extract file, the area to work
+on, and the resolution at which imagery is fetched from a tile or map service (XYZ, WMS,
+WMTS)."""
 
 from __future__ import annotations
 
@@ -14,20 +15,23 @@ from qgis.core import (
     QgsRectangle,
     QgsVectorLayer,
 )
-from qgis.gui import QgsCheckableComboBox, QgsMapCanvas, QgsMapLayerComboBox
+from qgis.gui import QgsCheckableComboBox, QgsFileWidget, QgsMapCanvas, QgsMapLayerComboBox
 from qgis.PyQt.QtWidgets import QComboBox, QFormLayout, QHBoxLayout, QPushButton, QWidget
 
 from ml_core.errors import InputError
+from ml_core.osm.read import is_osm
 
 from ..imagery import ImageryRequest, imagery_request
 from ..sources import raster_path, vector_path
 
+OSM_FILTER = "OpenStreetMap extract (*.osm *.osm.pbf *.pbf)"
 AREAS = ("Whole raster", "Current canvas extent", "Selected features", "Polygon layer")
 ZOOMS = tuple(range(16, 22))  # web-map zoom levels offered for fetching (zoom 19: 0.30 m)
 
 
 class InputsPanel(QWidget):
-    """Raster (raster layers only), bands, buildings (polygon layers only) and area."""
+    """Raster (raster layers only), bands, buildings (polygon layers only, or an OSM extract
+    file, which then replaces the layer) and area."""
 
     def __init__(self, canvas: QgsMapCanvas, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -42,6 +46,11 @@ class InputsPanel(QWidget):
         self.buildings_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
         self.buildings_combo.setToolTip("Existing buildings, e.g. from OSM (QuickOSM, an OSM file, "
                                         "a GeoPackage or a shapefile). They may be incomplete.")
+        self.buildings_file = QgsFileWidget()
+        self.buildings_file.setFilter(OSM_FILTER)
+        self.buildings_file.setToolTip("An OSM extract (.osm or .osm.pbf, e.g. from Geofabrik "
+                                       "or JOSM): its buildings (building=*) are used instead "
+                                       "of the layer, with their OSM ids and tags.")
         self.area = QComboBox()
         self.area.addItems(AREAS)
         self.area_layer = QgsMapLayerComboBox()
@@ -64,11 +73,14 @@ class InputsPanel(QWidget):
         form.addRow("Raster", self.raster_combo)
         form.addRow("Bands", self.bands)
         form.addRow("Buildings", self.buildings_combo)
+        form.addRow("or OSM file", self.buildings_file)
         form.addRow("Area", self.area)
         form.addRow("Area polygons", self.area_layer)
         form.addRow("Imagery at", fetch_row)
         self.area.currentIndexChanged.connect(self._area_changed)
         self.raster_combo.layerChanged.connect(self._raster_changed)
+        self.buildings_file.fileChanged.connect(
+            lambda path: self.buildings_combo.setEnabled(not path.strip()))
         self._area_changed()
         self._raster_changed()
 
@@ -136,9 +148,33 @@ class InputsPanel(QWidget):
         """Checked bands, or None for ml_core's default choice."""
         return [int(b) for b in self.bands.checkedItemsData()] or None
 
+    def osm_file(self) -> Optional[str]:
+        """The chosen OSM extract, None when no file is chosen (InputError: not an OSM file,
+        or missing). What it holds is checked by ml_core when the task reads it."""
+        path = self.buildings_file.filePath().strip()
+        if not path:
+            return None
+        if not is_osm(path):
+            raise InputError(f"Buildings file {path} is not an OSM extract: choose a .osm or "
+                             ".osm.pbf file, or clear it to use the building layer.")
+        if not Path(path).is_file():
+            raise InputError(f"OSM file {path} not found. Check the path.")
+        return path
+
+    def has_buildings(self) -> bool:
+        """An OSM file or a building layer is chosen."""
+        return bool(self.buildings_file.filePath().strip()) or self.buildings_layer() is not None
+
+    def buildings_name(self) -> str:
+        """The chosen buildings as the user knows them: the file's name or the layer's."""
+        path = self.buildings_file.filePath().strip()
+        layer = self.buildings_layer()
+        return Path(path).name if path else layer.name() if layer is not None else ""
+
     def buildings(self, folder: Path) -> str:
-        """The building layer written to a GeoPackage in ``folder``."""
-        return vector_path(self.buildings_layer(), folder / "buildings.gpkg")
+        """The OSM file as chosen (ml_core reads its buildings, as the CLI does), else the
+        building layer written to a GeoPackage in ``folder``."""
+        return self.osm_file() or vector_path(self.buildings_layer(), folder / "buildings.gpkg")
 
     def area_limits(self, folder: Path) -> tuple[Optional[tuple], Optional[str]]:
         """(extent in the raster's CRS, AOI polygon file) for the chosen area; None = unlimited."""

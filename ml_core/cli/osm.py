@@ -47,8 +47,5 @@ def _cmd_export(args: argparse.Namespace) -> int:
                            shift_m=args.shift)
     for line in res.warnings:
         print(f"bfe: warning: {line}", file=sys.stderr)
-    skipped = ", ".join(f"{n} {why}" for why, n in res.not_written.items())
-    print(f"{res.buildings} buildings ({res.nodes} nodes, {res.shared_nodes} shared) written to "
-          f"{res.path}; shifted back {res.shift_m[0]:.2f} m east, {res.shift_m[1]:.2f} m north"
-          + (f"; not written: {skipped}" if skipped else "") + ".")
+    print(res.summary())
     return 0

@@ -45,6 +45,15 @@ TINY_M2 = 5.0
 SLIVER_M = 1.5
 DUPLICATE_M = 0.02  # the export merges vertices closer than this (ml_core.osm.export)
 FIXED_ON_EXPORT = frozenset({DUPLICATE_NODES})
+FLAG_TEXT = {  # what a mapper reads for each flag (the review panel shows these)
+    OVERLAPS_MAPPED: "overlaps a mapped building (never exported)",
+    CROSSES_MAPPED: "crosses a mapped building",
+    CROSSES_BUILDING: "crosses another proposal",
+    UNSQUARE: "unsquare corners",
+    TINY: f"tiny (under {TINY_M2:g} m²)",
+    SLIVER: f"sliver (narrower than {SLIVER_M:g} m)",
+    DUPLICATE_NODES: "duplicate nodes (merged on export)",
+}
 
 
 def _overlap_m2(a: ogr.Geometry, b: Optional[ogr.Geometry]) -> float:
@@ -59,6 +68,12 @@ def _overlap_m2(a: ogr.Geometry, b: Optional[ogr.Geometry]) -> float:
 def parse_flags(text: Optional[str]) -> list:
     """Flags of a ``flags`` field (comma-separated)."""
     return [f for f in (text or "").split(",") if f]
+
+
+def describe_flags(text: Optional[str]) -> str:
+    """Readable text of a ``flags`` field, e.g. "unsquare corners, crosses a mapped building";
+    empty without flags (an unknown flag is shown by its name)."""
+    return ", ".join(FLAG_TEXT.get(f, f) for f in parse_flags(text))
 
 
 def _ring(poly: ogr.Geometry) -> np.ndarray:
@@ -205,5 +220,5 @@ def flag_proposals(footprints: PathLike, existing: list, existing_srs: osr.Spati
     return offset
 
 
-__all__ = ["FLAGS_FIELD", "OFFSET_KEY", "check_against_mapped", "check_geometries",
-           "flag_proposals", "is_unsquare", "parse_flags", "stored_offset"]
+__all__ = ["FLAGS_FIELD", "FLAG_TEXT", "OFFSET_KEY", "check_against_mapped", "check_geometries",
+           "describe_flags", "flag_proposals", "is_unsquare", "parse_flags", "stored_offset"]

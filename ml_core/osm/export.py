@@ -59,6 +59,14 @@ class ExportResult:
     warnings: list = field(default_factory=list)
     not_written: dict = field(default_factory=dict)  # reason -> count
 
+    def summary(self) -> str:
+        """One sentence: what was written where, the shift, what was not written and why."""
+        skipped = ", ".join(f"{n} {why}" for why, n in self.not_written.items())
+        return (f"{self.buildings} buildings ({self.nodes} nodes, {self.shared_nodes} shared) "
+                f"written to {self.path}; shifted back {self.shift_m[0]:.2f} m east, "
+                f"{self.shift_m[1]:.2f} m north" + (f"; not written: {skipped}" if skipped else "")
+                + ".")
+
 
 @dataclass
 class _Proposal:

@@ -1,0 +1,64 @@
+"""An .osm file loaded in QGIS as a vector layer reaches ml_core through its building filter:
+QGIS shows every multipolygon of the OSM driver (landuse too), the core gets only buildings."""
+
+from __future__ import annotations
+
+import pytest
+from osgeo import ogr
+from osm_helpers import squares_osm
+from qgis.core import QgsProject, QgsVectorLayer
+
+BANEPA = (85.5208, 27.6322)
+
+
+@pytest.fixture
+def osm_layer(tmp_path, qgis_new_project):
+    """The multipolygons layer of an extract with one building and one landuse area."""
+    path = squares_osm(tmp_path / "extract.osm", [
+        (*BANEPA, {"building": "house"}),
+        (BANEPA[0] + 0.001, BANEPA[1], {"landuse": "farmland"})])
+    layer = QgsVectorLayer(f"{path}|layername=multipolygons", "extract multipolygons", "ogr")
+    assert layer.isValid()
+    QgsProject.instance().addMapLayer(layer)
+    yield layer, path
+    QgsProject.instance().removeAllMapLayers()
+
+
+def test_qgis_itself_shows_the_landuse_too(osm_layer):
+    layer, _ = osm_layer  # the reason for the filter: without it both would reach the core
+    assert sorted(str(f["building"] or f["landuse"]) for f in layer.getFeatures()) == \
+        ["farmland", "house"]
+
+
+def test_processing_gets_only_the_building(osm_layer, qgis_processing, plugin, tmp_path):
+    import processing
+
+    layer, _ = osm_layer
+    out = tmp_path / "kept.gpkg"
+    processing.run("bfe:drop_labels", {"BUILDINGS": layer, "FRACTION": 0.0, "SEED": 0,
+                                       "OUTPUT": str(out)})
+    src = ogr.Open(str(out))
+    kept = [(f.GetField("building"), f.GetField("osm_way_id"))
+            for f in src.GetLayerByName("buildings")]
+    assert kept == [("house", "1")]
+    assert src.GetLayerByName("dropped").GetFeatureCount() == 0
+
+
+def test_the_dock_and_processing_path_is_the_extract_itself(osm_layer, tmp_path):
+    from bfe_plugin.sources import vector_path
+
+    layer, path = osm_layer
+    assert vector_path(layer, tmp_path / "copy.gpkg") == str(path)
+    assert not (tmp_path / "copy.gpkg").exists()
+    whole = QgsVectorLayer(str(path), "extract", "ogr")  # the file without a layer name
+    assert vector_path(whole, tmp_path / "copy.gpkg") == str(path)
+
+
+def test_a_subset_filter_is_the_users_choice(osm_layer, tmp_path):
+    from bfe_plugin.sources import vector_path
+
+    layer, _ = osm_layer
+    layer.setSubsetString("landuse IS NOT NULL")
+    copy = vector_path(layer, tmp_path / "copy.gpkg")
+    src = ogr.Open(copy)
+    assert [f.GetField("landuse") for f in src.GetLayer(0)] == ["farmland"]
