@@ -106,6 +106,22 @@ def _feature_count(path: Path) -> int:
     return src.GetLayer(0).GetFeatureCount()
 
 
+def balance_areas(groups: list[list[Region]], satellite: list[bool],
+                  satellite_share: float) -> list[Region]:
+    """Weight each area's regions so that crops come from every drone area equally often and
+    from the satellite chips together ``satellite_share`` of the time (by labelled pixels;
+    unweighted, the largest mosaics would supply almost every crop)."""
+    n_drone = max(len(groups) - sum(satellite), 1)
+    share_sat = satellite_share if any(satellite) else 0.0
+    n_sat = max(sum(satellite), 1)
+    weighted = []
+    for regions, is_sat in zip(groups, satellite):
+        labelled = sum(int((r.mask != UNKNOWN).sum()) for r in regions) or 1
+        share = share_sat / n_sat if is_sat else (1 - share_sat) / n_drone
+        weighted += [replace(r, weight=share * 1e6 / labelled) for r in regions]
+    return weighted
+
+
 def warm_start(net: UNet, base: Path) -> None:
     """Start from an earlier base model: a 4-class one as it is; of a 2-class one every layer
     but the head is copied, and the head's background/building filters seed
@@ -133,23 +149,28 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=50, help="optimiser steps per epoch")
+    parser.add_argument("--lr-halve-every", type=int, default=1000, help="epochs")
+    parser.add_argument("--satellite-share", type=float, default=0.25,
+                        help="share of crops drawn from the satellite chips")
     parser.add_argument("--init", type=Path, default=None,
                         help="an earlier base model to start from (2 or 4 classes)")
     args = parser.parse_args()
     options = TrainOptions(loss=args.loss, epochs=args.epochs, minutes=args.minutes or None,
                            lr=args.lr, optimizer="adamw", steps_per_epoch=args.steps,
                            width=args.width, patience=1000, val_fraction=0.1, seed=args.seed,
-                           device="auto", lr_halve_every=1000, freeze_bn=False,
+                           device="auto", lr_halve_every=args.lr_halve_every, freeze_bn=False,
                            scale_augment=True, photometric=True,
                            threshold_metric="dice")  # chosen again by evaluate_base.py
     with tempfile.TemporaryDirectory(prefix="bfe_base_") as tmp:
-        regions, means, stds = [], [], []
+        groups, means, stds = [], [], []
         sources = training_sources(args.data)
         for raster, buildings in sources:
             regs, mean, std = area_regions(raster, buildings, Path(tmp))
-            regions += regs
+            groups.append(regs)
             means.append(mean)
             stds.append(std)
+        regions = balance_areas(groups, ["chips" in r.parts for r, _ in sources],
+                                args.satellite_share)
         print(f"{len(sources)} rasters, {len(regions)} windows, "
               f"{sum(int(is_building(r.mask).sum()) for r in regions)} building pixels",
               flush=True)

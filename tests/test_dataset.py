@@ -64,6 +64,18 @@ def test_sampler_favours_buildings_and_is_seeded():
     assert np.array_equal(x, x2)
 
 
+def test_sampler_draws_regions_by_pixel_count_times_weight():
+    # Two identical regions; the second weighs 3x: crops from it ~ 3/4 of the time.
+    # The image's first band is 1 on region A and 5 on region B (brightness jitter is within
+    # +-10 % and +-0.1), so each crop names its source.
+    a, b = _region(), _region()
+    a.image[0], b.image[0] = 1.0, 5.0
+    b.weight = 3.0
+    x, _ = CropSampler([a, b], 16).batch(400, np.random.default_rng(0))
+    share_b = float(np.mean(x[:, 0].max(axis=(1, 2)) > 3.0))
+    assert 0.68 < share_b < 0.82
+
+
 def test_sampler_rejects_labels_outside_the_raster():
     reg = _region()
     reg.mask[:] = UNKNOWN

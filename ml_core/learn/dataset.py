@@ -37,6 +37,7 @@ class Region:
     mask: np.ndarray
     name: str = ""
     gsd_m: float = 0.0  # pixel size the region was read at (0: not known)
+    weight: float = 1.0  # sampling weight per candidate pixel (balances areas of unequal size)
 
 
 @dataclass
@@ -176,7 +177,8 @@ def _resized(img: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, 
 
 class CropSampler:
     """Random training crops: centred on a building pixel with probability ``p_building``,
-    otherwise on any labelled pixel; regions are chosen in proportion to those pixel counts."""
+    otherwise on any labelled pixel; regions are chosen in proportion to those pixel counts
+    times each region's ``weight``."""
 
     def __init__(self, regions: Sequence[Region], crop: int, p_building: float = 0.7,
                  stride: int = 4, gsd_range_m: Optional[tuple[float, float]] = None,
@@ -195,7 +197,8 @@ class CropSampler:
                              "Check that the buildings overlap the raster.")
 
     def _centre(self, pools: list[np.ndarray], rng: np.random.Generator) -> tuple[int, int, int]:
-        counts = np.array([len(p) for p in pools], np.float64)
+        counts = np.array([len(p) * reg.weight for p, reg in zip(pools, self.regions)],
+                          np.float64)
         r = int(rng.choice(len(pools), p=counts / counts.sum()))
         y, x = pools[r][int(rng.integers(len(pools[r])))]
         return r, int(x), int(y)
