@@ -168,6 +168,23 @@ def check_dependencies() -> list[Missing]:
             if not module_available(m)]
 
 
+def dask_missing() -> Optional[Missing]:
+    """Dask (``distributed``, optional: prediction on a cluster) when QGIS cannot import it,
+    with the pip command that installs it where the plugin looks (not PyTorch's index, which
+    :func:`pip_args` uses: Dask is not on it); None when it is there."""
+    if module_available("distributed"):
+        return None
+    from ml_core.infer.cluster import DASK_REQUIREMENT
+
+    try:
+        python = python_executable()
+    except PythonNotFound:
+        python = "PYTHON"  # not found: the user puts in the Python that QGIS runs
+    command = (f"{python} -m pip install --target \"{user_site_dir()}\" \"{DASK_REQUIREMENT}\" "
+               "(or pip install -e '.[cluster]' in a bfe checkout), then restart QGIS")
+    return Missing("distributed", command, installable=False)
+
+
 def install_packages(target: Path | None = None, packages: Sequence[str] = PIP_PACKAGES,
                      options: Sequence[str] = ()) -> subprocess.CompletedProcess:
     """pip-install ``packages`` (torch and safetensors) into ``target`` and put it on sys.path

@@ -51,6 +51,7 @@ from .tasks import (
     RasterizeTask,
 )
 from .widgets.chart import TrainingChart
+from .widgets.cluster import ClusterForm
 from .widgets.export import ExportPanel, describe_export
 from .widgets.fit import VerticalScroll, fit_narrow
 from .widgets.inputs import InputsPanel
@@ -194,6 +195,7 @@ class BfeDock(QgsDockWidget):
     def _build_extract(self) -> QWidget:
         panel = QWidget()
         self.predict_form = OptionsForm(PredictOptions, primary=("device", "tta"))
+        self.cluster_form = ClusterForm()
         self.extract_form = OptionsForm(ExtractOptions, primary=("threshold", "min_area"))
         self.add_probability = QCheckBox("Add the probability raster")
         self.add_hints = QCheckBox("Add 'look here first' hints")
@@ -203,6 +205,7 @@ class BfeDock(QgsDockWidget):
         self.extract_button.clicked.connect(self.start_extract)
         layout = QVBoxLayout(panel)
         layout.addWidget(self.predict_form)
+        layout.addWidget(self.cluster_form)
         layout.addWidget(self.extract_form)
         layout.addWidget(self.add_probability)
         layout.addWidget(self.add_hints)
@@ -286,9 +289,9 @@ class BfeDock(QgsDockWidget):
         self.save_settings()
 
     @property
-    def _forms(self) -> tuple[OptionsForm, ...]:
+    def _forms(self) -> tuple[OptionsForm | ClusterForm, ...]:
         return (self.rasterize_form, self.train_form, self.loss_form, self.predict_form,
-                self.extract_form)
+                self.extract_form, self.cluster_form)
 
     def job(self) -> JobSpec:
         """The run as the option forms describe it (the same JobSpec every front end builds)."""
@@ -448,7 +451,7 @@ class BfeDock(QgsDockWidget):
                          folder / "footprints.gpkg", spec.predict, spec.extract,
                          self.inputs.band_list(), extent, aoi,
                          existing, folder / "hints.gpkg" if self.add_hints.isChecked() else None,
-                         previous=self.review.answers_file(folder))
+                         previous=self.review.answers_file(folder), cluster=spec.cluster)
         return ExtractTask(job, self._extracted, self._error)
 
     def _bundled_base(self) -> str:

@@ -24,10 +24,17 @@ from osgeo import gdal_array  # noqa: F401  ReadAsArray imports it on first use:
 from qgis.core import Qgis, QgsRasterDataProvider, QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
-from ml_core.config import ExtractOptions, JobSpec, PredictOptions, RasterizeOptions
+from ml_core.config import (
+    ClusterOptions,
+    ExtractOptions,
+    JobSpec,
+    PredictOptions,
+    RasterizeOptions,
+)
 from ml_core.errors import Cancelled
 from ml_core.events import CancelToken, ProgressCallback, ProgressEvent
 
+from .cluster import prepare_cluster
 from .imagery import FetchResult, ImageryRequest, ServiceErrors, clip_raster, fetch
 from .messages import format_traceback, log
 from .sources import base_model
@@ -178,6 +185,7 @@ class ExtractJob:
     existing: Optional[str] = None  # the user's buildings, to find the new ones
     hints: Optional[Path] = None  # where to write "look here first" hints (None: no hints)
     previous: Optional[str] = None  # a reviewed new-buildings file whose answers carry over
+    cluster: ClusterOptions = field(default_factory=ClusterOptions)  # where prediction runs
 
 
 def torch_step(step: Callable[..., Any]) -> Callable[..., Any]:
@@ -195,7 +203,7 @@ def torch_step(step: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
-def _stage(progress: ProgressCallback, start: float, span: float) -> ProgressCallback:
+def stage_progress(progress: ProgressCallback, start: float, span: float) -> ProgressCallback:
     """Map a stage's 0..1 onto ``start .. start + span`` of the whole task."""
 
     def forward(event: ProgressEvent) -> None:
@@ -205,27 +213,29 @@ def _stage(progress: ProgressCallback, start: float, span: float) -> ProgressCal
 
 
 class ExtractTask(CoreTask):
-    """Predict probability over the area, then polygonise it (footprints, new buildings) and,
-    with ``job.hints``, write the uncertainty hints."""
+    """Predict probability over the area (in this process, or on the Dask cluster of
+    ``job.cluster``: a local one is started and closed by the task), then polygonise it
+    (footprints, new buildings) and, with ``job.hints``, write the uncertainty hints."""
 
     PREDICT_SHARE = 0.85
 
     def __init__(self, job: ExtractJob, on_done: OnDone, on_error: OnError) -> None:
+        from ml_core.infer.cluster.predict import predict_anywhere
         from ml_core.infer.extract import extract_footprints
-        from ml_core.infer.predict import predict_raster
         from ml_core.review.hints import hints
         from ml_core.review.loop import carry_decisions
 
         self.job = job
+        prepare_cluster(job.cluster)
 
         def step(progress: ProgressCallback, cancel: CancelToken) -> Any:
-            predict_raster(job.raster, job.model, job.probability, job.predict, bands=job.bands,
-                           extent=job.extent, aoi=job.aoi, cancel=cancel,
-                           progress=_stage(progress, 0.0, self.PREDICT_SHARE))
+            predict_anywhere(job.raster, job.model, job.probability, job.predict, job.cluster,
+                             bands=job.bands, extent=job.extent, aoi=job.aoi, cancel=cancel,
+                             progress=stage_progress(progress, 0.0, self.PREDICT_SHARE))
             result = extract_footprints(job.probability, job.footprints, job.extract,
                                         existing=job.existing, cancel=cancel,
-                                        progress=_stage(progress, self.PREDICT_SHARE,
-                                                        1.0 - self.PREDICT_SHARE))
+                                        progress=stage_progress(progress, self.PREDICT_SHARE,
+                                                                1.0 - self.PREDICT_SHARE))
             if job.previous is not None:
                 carry_decisions(job.previous, job.footprints)
             if job.hints is not None:
@@ -359,6 +369,7 @@ class ChainTask(FetchingTask):
 
         self.job, self.provider = job, provider
         base = base_model(job.base)
+        prepare_cluster(job.spec.cluster)  # the dock's "Run prediction on" (predict stage)
         stages = ("fetch",) * (job.imagery is not None) + ("rasterize", "train", "predict",
                                                            "extract")
 

@@ -223,44 +223,6 @@ class ExtractOptions(_Checked):
 
 
 @dataclass
-class JobSpec:
-    """A whole run: the options of every step. The CLI, the Processing algorithms and the dock
-    each build one (``from_sections``) and pass its parts to the steps, so rasterising, loss and
-    training options reach training from every front end alike."""
-
-    rasterize: RasterizeOptions = field(default_factory=RasterizeOptions)
-    train: TrainOptions = field(default_factory=TrainOptions)
-    loss: LossOptions = field(default_factory=LossOptions)
-    predict: PredictOptions = field(default_factory=PredictOptions)
-    extract: ExtractOptions = field(default_factory=ExtractOptions)
-
-    @classmethod
-    def from_sections(cls, sections: Sequence[Any]) -> JobSpec:
-        """A job from options objects of any of the step types (the others default)."""
-        by_type = {type(f.default_factory()): f.name for f in fields(cls)}
-        job = cls()
-        for section in sections:
-            job = replace(job, **{by_type[type(section)]: section})
-        return job
-
-    def for_review_round(self) -> JobSpec:
-        """This job as a review round trains it: ``ignore_confident`` off, since the current
-        model calls the rejected proposals building and would turn exactly the reviewer's
-        background answers back into unknown; ``keep_start`` on, since the held-out blocks now
-        hold the reviewer's answers (not cleaned by the model's own predictions), so they can
-        fairly decide whether the retrained model beats the one the reviewer worked with."""
-        return replace(self, train=replace(self.train, ignore_confident=None, keep_start=True))
-
-    def as_dict(self) -> dict[str, dict[str, Any]]:
-        """Every option by step, for reports and logs."""
-        return asdict(self)
-
-
-SECTIONS = (RasterizeOptions, TrainOptions, LossOptions, PredictOptions, ExtractOptions)
-"""The options classes of a :class:`JobSpec`, in pipeline order."""
-
-
-@dataclass
 class ClusterOptions(_Checked):
     """Where prediction runs: in this process (the default), on a local Dask cluster of
     ``workers`` processes, or on the running Dask scheduler at ``scheduler``
@@ -288,12 +250,53 @@ class ClusterOptions(_Checked):
                              f"not {self.scheduler!r}.")
 
 
+@dataclass
+class JobSpec:
+    """A whole run: the options of every step. The CLI, the Processing algorithms and the dock
+    each build one (``from_sections``) and pass its parts to the steps, so rasterising, loss and
+    training options reach training from every front end alike."""
+
+    rasterize: RasterizeOptions = field(default_factory=RasterizeOptions)
+    train: TrainOptions = field(default_factory=TrainOptions)
+    loss: LossOptions = field(default_factory=LossOptions)
+    predict: PredictOptions = field(default_factory=PredictOptions)
+    extract: ExtractOptions = field(default_factory=ExtractOptions)
+    cluster: ClusterOptions = field(default_factory=ClusterOptions)
+
+    @classmethod
+    def from_sections(cls, sections: Sequence[Any]) -> JobSpec:
+        """A job from options objects of any of the step types (the others default)."""
+        by_type = {type(f.default_factory()): f.name for f in fields(cls)}
+        job = cls()
+        for section in sections:
+            job = replace(job, **{by_type[type(section)]: section})
+        return job
+
+    def for_review_round(self) -> JobSpec:
+        """This job as a review round trains it: ``ignore_confident`` off, since the current
+        model calls the rejected proposals building and would turn exactly the reviewer's
+        background answers back into unknown; ``keep_start`` on, since the held-out blocks now
+        hold the reviewer's answers (not cleaned by the model's own predictions), so they can
+        fairly decide whether the retrained model beats the one the reviewer worked with."""
+        return replace(self, train=replace(self.train, ignore_confident=None, keep_start=True))
+
+    def as_dict(self) -> dict[str, dict[str, Any]]:
+        """Every option by step, for reports and logs."""
+        return asdict(self)
+
+
+SECTIONS = (RasterizeOptions, TrainOptions, LossOptions, PredictOptions, ExtractOptions,
+            ClusterOptions)
+"""The options classes of a :class:`JobSpec`, in pipeline order."""
+
+
 __all__ = [
     "CLASS_DEFAULTS",
     "DEFAULT_THRESHOLD",
     "DEVICE_CHOICES",
     "SECTIONS",
     "THRESHOLD_KEY",
+    "ClusterOptions",
     "ExtractOptions",
     "JobSpec",
     "LossOptions",

@@ -22,8 +22,8 @@ from osgeo import gdal
 from ml_core.config import JobSpec
 from ml_core.errors import InputError
 from ml_core.events import CancelToken, ProgressCallback, check_cancel
+from ml_core.infer.cluster.predict import predict_anywhere
 from ml_core.infer.extract import extract_footprints
-from ml_core.infer.predict import predict_raster
 from ml_core.io.atomic import atomic_output, check_not_input, check_writable
 from ml_core.labels.rasterize import rasterize_labels
 from ml_core.learn.modelfile import read_card
@@ -49,7 +49,8 @@ def run(raster: Optional[PathLike] = None, buildings: Optional[PathLike] = None,
         progress: Optional[ProgressCallback] = None,
         cancel: Optional[CancelToken] = None) -> dict:
     """Run the whole chain on ``raster`` + ``buildings`` (both None: the shipped sample) with
-    the options of ``job`` (default: every default).
+    the options of ``job`` (default: every default); the prediction runs where ``job.cluster``
+    says (this process by default).
 
     Returns the report written to ``report.json``; ``report["summary"]`` is the short version.
     """
@@ -77,8 +78,8 @@ def run(raster: Optional[PathLike] = None, buildings: Optional[PathLike] = None,
                        bands=bands, mask=labels, progress=progress, cancel=cancel,
                        rasterize=job.rasterize, loss_options=job.loss)
     lap("train")
-    prob = predict_raster(raster, trained.model_path, out / "probability.tif", job.predict,
-                          progress=progress, cancel=cancel)
+    prob = predict_anywhere(raster, trained.model_path, out / "probability.tif", job.predict,
+                            job.cluster, progress=progress, cancel=cancel)
     lap("predict")
     card = read_card(trained.model_path)
     result = extract_footprints(prob, out / "footprints.gpkg", job.extract, existing=buildings,

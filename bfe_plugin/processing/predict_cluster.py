@@ -8,10 +8,8 @@ Dask is optional: without it the algorithm stops with the command that installs 
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-from dataclasses import replace
 from pathlib import Path
+from typing import Optional
 
 from qgis.core import (
     QgsProcessingException,
@@ -25,14 +23,9 @@ from qgis.core import (
 from ml_core.config import ClusterOptions, PredictOptions
 from ml_core.errors import BfeError
 
-from ..deps import python_executable
+from ..cluster import local_or_given, prepare_cluster
 from ..optionspec import option_specs
 from .base import BfeAlgorithm, option_parameter, parse_bands, raster_input, vector_input_path
-
-
-def default_workers() -> int:
-    """Local workers when none were chosen: every core but one (kept for the QGIS UI)."""
-    return max(1, (os.cpu_count() or 2) - 1)
 
 
 class PredictCluster(BfeAlgorithm):
@@ -49,6 +42,13 @@ class PredictCluster(BfeAlgorithm):
     CORE = ("ml_core.infer.predict", "ml_core.infer.cluster.predict")
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802 (QGIS API)
+        self.add_cluster_inputs()
+        self.add_options()
+        self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Probability"))
+
+    def add_cluster_inputs(self) -> None:
+        """The inputs and cluster parameters of every cluster algorithm: a raster or folder,
+        the model, an area of interest, bands, and where to run."""
         raster = raster_input()
         raster.setFlags(raster.flags() | QgsProcessingParameterDefinition.FlagOptional)
         self.addParameter(raster)
@@ -66,8 +66,6 @@ class PredictCluster(BfeAlgorithm):
             if spec.name == "scheduler":
                 param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagOptional)
             self.addParameter(param)
-        self.add_options()
-        self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Probability"))
 
     def prepareAlgorithm(self, parameters, context, feedback) -> bool:  # noqa: N802 (QGIS API)
         from ml_core.infer.cluster import require_dask
@@ -79,16 +77,17 @@ class PredictCluster(BfeAlgorithm):
         return super().prepareAlgorithm(parameters, context, feedback)
 
     def cluster_options(self, parameters, context) -> ClusterOptions:
-        """The cluster parameters; a local cluster of :func:`default_workers` when none chosen."""
-        cluster = self._read_options(ClusterOptions, parameters, context)
-        if not cluster.enabled:
-            cluster = replace(cluster, workers=default_workers())
-        if not cluster.scheduler:
-            # inside QGIS sys.executable is QGIS itself: workers must start Python
-            multiprocessing.set_executable(python_executable())
+        """The cluster parameters (a local cluster of ``default_workers`` when none chosen),
+        ready to start from QGIS."""
+        cluster = local_or_given(self._read_options(ClusterOptions, parameters, context))
+        prepare_cluster(cluster)
         return cluster
 
-    def run_step(self, parameters, context, feedback, progress, cancel) -> dict:
+    def predict(self, parameters, context, feedback, out: str, progress, cancel,
+                beside: Optional[str] = None) -> str:
+        """Predict the chosen raster or folder into the probability GeoTIFF ``out`` on the
+        chosen cluster; a folder's mosaic VRT lives meanwhile in ``beside`` (default: ``out``'s
+        folder), which a scheduler's workers must see too."""
         from ml_core.infer.cluster.predict import predict_on_cluster
         from ml_core.infer.cluster.sources import raster_source
 
@@ -96,14 +95,17 @@ class PredictCluster(BfeAlgorithm):
         if not folder and self.parameterAsRasterLayer(parameters, "INPUT", context) is None:
             raise QgsProcessingException("Choose a raster layer or a folder of GeoTIFFs.")
         source = folder or self.raster_parameter("INPUT", parameters, context)
-        out = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         cluster = self.cluster_options(parameters, context)
         feedback.pushInfo(f"Cluster: {cluster.scheduler or f'{cluster.workers} local workers'}")
-        with raster_source(source, Path(out).resolve().parent) as raster:
+        with raster_source(source, beside or Path(out).resolve().parent) as raster:
             predict_on_cluster(raster, self.parameterAsFile(parameters, "MODEL", context), out,
                                self._read_options(PredictOptions, parameters, context), cluster,
                                bands=parse_bands(self.parameterAsString(parameters, "BANDS",
                                                                         context)),
                                aoi=vector_input_path(self, "AOI", parameters, context),
                                progress=progress, cancel=cancel)
-        return {"OUTPUT": out}
+        return out
+
+    def run_step(self, parameters, context, feedback, progress, cancel) -> dict:
+        out = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
+        return {"OUTPUT": self.predict(parameters, context, feedback, out, progress, cancel)}

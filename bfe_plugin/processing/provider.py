@@ -9,6 +9,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from .drop_labels import DropLabels
 from .export_osm import ExportOsm
+from .extract_cluster import ExtractCluster
 from .extract_footprints import ExtractFootprints
 from .finetune import Finetune
 from .predict_cluster import PredictCluster
@@ -16,7 +17,7 @@ from .predict_probability import PredictProbability
 from .rasterize_labels import RasterizeLabels
 
 ALGORITHMS = (RasterizeLabels, DropLabels, Finetune, PredictProbability, ExtractFootprints,
-              PredictCluster, ExportOsm)
+              PredictCluster, ExtractCluster, ExportOsm)
 
 
 class BfeProvider(QgsProcessingProvider):

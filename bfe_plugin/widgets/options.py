@@ -36,10 +36,13 @@ def _read(key: str) -> Optional[str]:
     return text if found else QgsSettings().value(f"{SCOPE}/{key}")
 
 
-def _write(key: str, text: str) -> None:
-    """Save ``key`` in the current project (marks it dirty when changed) and in QgsSettings."""
+def _write(key: str, text: str, settings: QgsSettings) -> None:
+    """Save ``key`` in the current project (marks it dirty when changed) and in ``settings``.
+
+    One ``settings`` for a whole form: each QgsSettings writes its file when it goes, so one
+    per value made the first save after a change take ~0.7 s on the UI thread (55 writes)."""
     QgsProject.instance().writeEntry(SCOPE, key, text)
-    QgsSettings().setValue(f"{SCOPE}/{key}", text)
+    settings.setValue(f"{SCOPE}/{key}", text)
 
 
 def _decimals(spec: OptionSpec) -> int:
@@ -151,11 +154,12 @@ class OptionsForm(QWidget):
 
     def save(self) -> None:
         """Write the current values to the project and to QgsSettings."""
+        settings = QgsSettings()
         for spec in self.specs:
             editor = self.editors[spec.name]
             text = (editor.text() if isinstance(editor, QLineEdit)  # as typed: may not parse yet
                     else spec.text(_get(editor, spec)))
-            _write(self._key(spec.name), text)
+            _write(self._key(spec.name), text, settings)
 
     def restore(self) -> None:
         """Defaults from the dataclass, overridden by saved values that still parse."""

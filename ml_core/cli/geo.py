@@ -152,8 +152,8 @@ def _cmd_drop(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace, out: str, cancel):
+    from ml_core.infer.cluster.predict import predict_anywhere
     from ml_core.infer.cluster.sources import raster_source
-    from ml_core.infer.predict import predict_raster
     from ml_core.learn.device import select_device
     from ml_core.learn.modelfile import load_model
 
@@ -163,12 +163,7 @@ def _predict(args: argparse.Namespace, out: str, cancel):
     kwargs = {"bands": args.bands, "extent": args.extent, "aoi": args.aoi,
               "progress": ProgressBar(), "cancel": cancel}
     with raster_source(args.raster, Path(out).resolve().parent) as raster:
-        if cluster.enabled:
-            from ml_core.infer.cluster.predict import predict_on_cluster
-
-            predict_on_cluster(raster, model, out, options, cluster, **kwargs)
-        else:
-            predict_raster(raster, model, out, options, **kwargs)
+        predict_anywhere(raster, model, out, options, cluster, **kwargs)
     return model
 
 

@@ -1,5 +1,6 @@
 """``predict_on_cluster``: :func:`ml_core.infer.predict.predict_raster` with its windows run on
-a Dask cluster (a local one of ``workers`` processes, a scheduler address, or a given client)."""
+a Dask cluster (a local one of ``workers`` processes, a scheduler address, or a given client);
+``predict_anywhere``: one or the other, as :class:`~ml_core.config.ClusterOptions` says."""
 
 from __future__ import annotations
 
@@ -31,3 +32,15 @@ def predict_on_cluster(raster: PathLike, model: Union[LoadedModel, PathLike], ou
         runner = ClusterRunner(active, cluster, options)
         return predict_raster(raster, model, out_path, options, bands=bands, extent=extent,
                               aoi=aoi, progress=progress, cancel=cancel, runner=runner)
+
+
+def predict_anywhere(raster: PathLike, model: Union[LoadedModel, PathLike], out_path: PathLike,
+                     options: Optional[PredictOptions] = None,
+                     cluster: Optional[ClusterOptions] = None, **kwargs) -> Path:
+    """``predict_raster`` in this process, or ``predict_on_cluster`` when ``cluster`` is
+    enabled (``--workers``/``--scheduler``, the dock's "Run prediction on"): the one switch
+    every front end uses. ``kwargs`` are those of ``predict_raster`` (bands, extent, aoi,
+    progress, cancel). Dask is imported only for a cluster."""
+    if cluster is not None and cluster.enabled:
+        return predict_on_cluster(raster, model, out_path, options, cluster, **kwargs)
+    return predict_raster(raster, model, out_path, options, **kwargs)
