@@ -480,8 +480,9 @@ class BfeDock(QgsDockWidget):
     def start_export(self) -> None:
         """Export the new buildings under review for OSM editing (.osm or GeoJSON), in a task."""
         self.export.show_result("")
-        self._guarded(lambda _folder: ExportTask(self.export.request(self.review.layer),
-                                                 self._exported, self._export_failed))
+        self._guarded(lambda _folder: ExportTask(
+            self.export.request(self.review.layer, self.inputs.building_files()),
+            self._exported, self._export_failed))
 
     def _exported(self, result) -> None:
         request = self.task.request

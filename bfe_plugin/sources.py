@@ -47,16 +47,18 @@ def osm_extract(layer: QgsVectorLayer) -> Optional[str]:
     return path if is_osm(path) and (whole_file or polygons) else None
 
 
-def vector_path(layer: QgsVectorLayer | None, out_path: Path, selected_only: bool = False) -> str:
+def vector_path(layer: QgsVectorLayer | None, out_path: Path, selected_only: bool = False,
+                osm_buildings: bool = True) -> str:
     """Write ``layer`` (any provider: memory, PostGIS, a GPKG layer) to a one-layer GeoPackage;
-    an OSM extract's layer gives the extract itself (:func:`osm_extract`), so only its
-    buildings reach ml_core.
+    with ``osm_buildings`` (buildings are asked for) an OSM extract's layer gives the extract
+    itself (:func:`osm_extract`), so only its buildings reach ml_core. Pass False for other
+    polygons (an area of interest): ml_core would read an extract's buildings instead of them.
 
     Call on the main thread before a task starts; ml_core then reads a plain file.
     """
     if layer is None or not layer.isValid():
         raise InputError("Choose a polygon layer.")
-    extract = None if selected_only else osm_extract(layer)
+    extract = osm_extract(layer) if osm_buildings and not selected_only else None
     if extract is not None:
         return extract
     if selected_only and layer.selectedFeatureCount() == 0:

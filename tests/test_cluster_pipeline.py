@@ -34,8 +34,12 @@ def test_run_predicts_on_the_cluster_the_job_names(tmp_path):
     job = JobSpec(train=TINY, predict=PredictOptions(device="cpu", tile_size=128, overlap=16),
                   cluster=ClusterOptions(workers=1, windows_per_task=1))
     out = tmp_path / "run"
-    report = run(crop, SAMPLE_BUILDINGS, out, job, base=None)
+    events: list = []
+    report = run(crop, SAMPLE_BUILDINGS, out, job, base=None, progress=events.append)
     assert json.loads((out / "report.json").read_text())["options"]["cluster"]["workers"] == 1
+    # the prediction went to the cluster: its progress is the cluster's task count
+    tasks = [e.extra for e in events if e.stage == "predict" and "tasks" in (e.extra or {})]
+    assert tasks and tasks[-1]["tasks_done"] == tasks[-1]["tasks"] >= 1
     single = predict_raster(crop, out / "model.safetensors", tmp_path / "single.tif", job.predict)
     np.testing.assert_allclose(read(out / "probability.tif"), read(single), atol=1e-5)
     here = extract_footprints(single, tmp_path / "single.gpkg", job.extract,

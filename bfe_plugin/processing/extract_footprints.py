@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from qgis.core import (
     QgsProcessing,
+    QgsProcessingContext,
     QgsProcessingOutputVectorLayer,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterVectorLayer,
 )
 
 from ml_core.config import ExtractOptions
+from ml_core.events import CancelToken, ProgressCallback
 
 from .base import BfeAlgorithm, raster_input, vector_input_path
 
@@ -27,8 +29,9 @@ def add_footprint_parameters(alg: BfeAlgorithm) -> None:
     alg.addOutput(QgsProcessingOutputVectorLayer("NEW_BUILDINGS", "New buildings"))
 
 
-def extract_to_output(alg: BfeAlgorithm, probability: str, parameters: dict, context,
-                      progress, cancel) -> dict:
+def extract_to_output(alg: BfeAlgorithm, probability: str, parameters: dict,
+                      context: QgsProcessingContext, progress: ProgressCallback,
+                      cancel: CancelToken) -> dict:
     """Extract footprints from ``probability`` into the ``OUTPUT`` GeoPackage; the outputs."""
     from ml_core.infer.extract import extract_footprints
 

@@ -63,10 +63,12 @@ class ClusterForm(QWidget):
 
     @property
     def workers(self) -> QSpinBox:
+        """The editor of ``ClusterOptions.workers`` (0: this process)."""
         return self.form.editor("workers")
 
     @property
     def scheduler(self) -> QLineEdit:
+        """The editor of ``ClusterOptions.scheduler`` (empty: no scheduler)."""
         return self.form.editor("scheduler")
 
     def mode(self) -> int:
@@ -115,14 +117,18 @@ class ClusterForm(QWidget):
         return self.form.options()
 
     def set_options(self, options: ClusterOptions) -> None:
+        """Show ``options``, and the choice they mean."""
+        self.workers.setMinimum(0)  # a local choice's minimum of 1 would turn 0 into 1
         self.form.set_options(options)
         self._show_saved()
 
     def save(self) -> None:
+        """Write the values to the project and to QgsSettings (the choice follows from them)."""
         self.form.save()
 
     def restore(self) -> None:
         """The saved values, and the choice they mean (this process when Dask is missing)."""
+        self.workers.setMinimum(0)  # as in set_options: a saved 0 must stay 0
         self.form.restore()
         self._show_saved()
 

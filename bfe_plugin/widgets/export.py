@@ -8,6 +8,7 @@ export`` without and with ``--accepted-only``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Optional
 
@@ -18,7 +19,8 @@ from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import QComboBox, QFormLayout, QLabel, QLineEdit, QPushButton, QWidget
 
 from ml_core.errors import InputError
-from ml_core.osm.export import ON_FLAGGED
+from ml_core.io.atomic import check_not_input
+from ml_core.osm.export import ON_FLAGGED, ExportResult
 
 from ..review.accept import accepted_ids
 
@@ -70,9 +72,11 @@ class ExportPanel(QWidget):
         form.addRow(self.button)
         form.addRow(self.result)
 
-    def request(self, layer: Optional[QgsVectorLayer]) -> ExportRequest:
+    def request(self, layer: Optional[QgsVectorLayer],
+                protected: Sequence[str] = ()) -> ExportRequest:
         """The export of ``layer`` (a bfe new-buildings layer) to the chosen file; InputError
-        when there is nothing to export or no output file."""
+        when there is nothing to export or no output file, OutputError when the file is one of
+        ``protected`` (the user's building files, e.g. the OSM extract) or the footprints."""
         if layer is None or sip.isdeleted(layer):
             raise InputError("Extract buildings first: there are no new buildings to export.")
         if layer.isEditable() and layer.isModified():
@@ -86,6 +90,7 @@ class ExportPanel(QWidget):
         if not out:
             raise InputError("Choose where to export: an .osm file (for JOSM) or a .geojson "
                              "file.")
+        check_not_input(out, uri["path"], *protected)  # the export would replace it whole
         return ExportRequest(uri["path"], uri["layerName"], out,
                              self.source.text().strip() or None, bool(accepted_ids(layer)),
                              self.on_flagged.currentData())
@@ -95,7 +100,7 @@ class ExportPanel(QWidget):
         self.result.setText(text)
 
 
-def describe_export(result, accepted_only: bool) -> str:
+def describe_export(result: ExportResult, accepted_only: bool) -> str:
     """What an export wrote (``ExportResult.summary``), which proposals, and its warnings."""
     which = ("the accepted proposals" if accepted_only
              else "all new buildings but the rejected ones (none accepted yet)")

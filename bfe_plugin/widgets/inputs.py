@@ -171,6 +171,14 @@ class InputsPanel(QWidget):
         layer = self.buildings_layer()
         return Path(path).name if path else layer.name() if layer is not None else ""
 
+    def building_files(self) -> list[str]:
+        """The files behind the chosen buildings (the OSM file, the layer's file): the user's
+        data, which no output may replace."""
+        layer = self.buildings_layer()
+        files = [self.buildings_file.filePath().strip(),
+                 layer.source().split("|")[0] if layer is not None else ""]
+        return [f for f in files if f]
+
     def buildings(self, folder: Path) -> str:
         """The OSM file as chosen (ml_core reads its buildings, as the CLI does), else the
         building layer written to a GeoPackage in ``folder``."""
@@ -184,5 +192,5 @@ class InputsPanel(QWidget):
             return (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()), None
         if mode >= 2:
             return None, vector_path(self.area_layer.currentLayer(), folder / "area.gpkg",
-                                     selected_only=mode == 2)
+                                     selected_only=mode == 2, osm_buildings=False)
         return None, None

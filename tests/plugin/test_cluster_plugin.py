@@ -235,3 +235,17 @@ def test_without_dask_the_option_is_off_and_names_the_fix(tmp_path):
     for key in ("task", "processing"):
         assert f"pip install '{DASK_REQUIREMENT}'" in report[key], report
         assert "Traceback" not in report[key]
+
+
+def test_this_process_saved_or_set_comes_back_over_a_local_choice(dock):
+    from bfe_plugin.widgets.cluster import HERE, LOCAL
+
+    form = dock.cluster_form
+    form.set_mode(HERE)
+    dock.save_settings()  # the project says: this process
+    form.set_mode(LOCAL)
+    form.restore()  # e.g. that project opened again
+    assert form.mode() == HERE and form.options() == ClusterOptions()
+    form.set_mode(LOCAL)
+    form.set_options(ClusterOptions())
+    assert form.mode() == HERE and form.options() == ClusterOptions()

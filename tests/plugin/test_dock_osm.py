@@ -196,6 +196,16 @@ def test_export_to_an_unwritable_path_is_a_clear_message(dock, under_review, tmp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["footprints.gpkg", "notes.txt"]
 
 
+def test_export_never_replaces_the_chosen_osm_extract(dock, under_review, tmp_path):
+    extract = squares_osm(tmp_path / "mapped.osm", [(85.5208, 27.6322, {"building": "yes"})])
+    before = extract.read_bytes()
+    dock.inputs.buildings_file.setFilePath(str(extract))
+    _export(dock, extract)
+    assert any("is also an input" in m and "mapped.osm" in m for m in _messages(dock))
+    assert dock.task is None and extract.read_bytes() == before
+    dock.inputs.buildings_file.setFilePath("")
+
+
 def test_export_without_new_buildings_or_output_says_what_to_do(dock, tmp_path):
     dock.export.button.click()
     assert any("Extract buildings first" in m for m in _messages(dock))

@@ -62,3 +62,17 @@ def test_a_subset_filter_is_the_users_choice(osm_layer, tmp_path):
     copy = vector_path(layer, tmp_path / "copy.gpkg")
     src = ogr.Open(copy)
     assert [f.GetField("landuse") for f in src.GetLayer(0)] == ["farmland"]
+
+
+def test_an_area_layer_from_an_extract_keeps_all_its_polygons(osm_layer, qgis_canvas, tmp_path):
+    from bfe_plugin.widgets.inputs import AREAS, InputsPanel
+
+    layer, path = osm_layer  # e.g. a landuse area as the area to work on
+    panel = InputsPanel(qgis_canvas)
+    panel.area.setCurrentIndex(AREAS.index("Polygon layer"))
+    panel.area_layer.setLayer(layer)
+    extent, aoi = panel.area_limits(tmp_path)
+    assert extent is None and aoi != str(path)
+    src = ogr.Open(aoi)
+    assert sorted(str(f.GetField("building") or f.GetField("landuse"))
+                  for f in src.GetLayer(0)) == ["farmland", "house"]
