@@ -11,6 +11,11 @@ Run from the repository root after ``scripts/train_base.py`` (same ``--seed``):
 2. Held-out areas, each predicted at its own pixel size (``bfe predict`` then ``bfe extract``,
    defaults): pixel Dice of the footprints and one-to-one object precision, recall and F1 at
    IoU >= 0.5 against all its buildings (``bfe evaluate``).
+
+``--resample-to M`` predicts every held-out area at M metres instead (the alternative to native
+prediction, for the comparison the card reports); ``--keep-thresholds`` skips step 1 and keeps
+the card's thresholds; ``--areas`` scores only some areas. These write ``--json`` and leave the
+card alone unless ``--out`` is given.
 """
 
 from __future__ import annotations
@@ -82,31 +87,55 @@ def score_area(model: Path, data: Path, raster: str, buildings: str, tmp: Path) 
             "n_pred": obj["n_pred"], "n_truth": obj["n_truth"]}
 
 
+def resampled(model: Path, gsd_m: float, tmp: Path) -> Path:
+    """A copy of ``model`` whose card has one pixel size, ``gsd_m``: every raster is resampled
+    to it for prediction."""
+    loaded = load_model(model)
+    out = tmp / "resampled.safetensors"
+    save_model(out, loaded.net, replace(loaded.card, gsd_m=gsd_m, gsd_range_m=None))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path)
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path, default=None, help="model with the card written")
+    parser.add_argument("--json", type=Path, default=None, help="the held-out figures")
+    parser.add_argument("--resample-to", type=float, default=None, metavar="M")
+    parser.add_argument("--keep-thresholds", action="store_true")
+    parser.add_argument("--areas", nargs="+", choices=list(HELD_OUT), default=list(HELD_OUT))
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--training", default=None,
                         help="how the model was trained when it took several runs (for the card)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bfe_eval_") as tmp:
-        thresholds, n_val = held_out_thresholds(args.model, args.data, args.seed, Path(tmp))
-        print(f"thresholds on {n_val} held-out crops: {thresholds}", flush=True)
         loaded = load_model(args.model)
-        card = replace(loaded.card, threshold=thresholds.building, seed_threshold=thresholds.seed)
+        card = loaded.card
+        if not args.keep_thresholds:
+            thresholds, n_val = held_out_thresholds(args.model, args.data, args.seed, Path(tmp))
+            print(f"thresholds on {n_val} held-out crops: {thresholds}", flush=True)
+            card = replace(card, threshold=thresholds.building, seed_threshold=thresholds.seed)
         chosen = Path(tmp) / "chosen.safetensors"
         save_model(chosen, loaded.net, card)
+        if args.resample_to:
+            chosen = resampled(chosen, args.resample_to, Path(tmp))
         held = {}
-        for name, (raster, buildings, kind) in HELD_OUT.items():
+        for name in args.areas:
+            raster, buildings, kind = HELD_OUT[name]
             held[name] = {"kind": kind, **score_area(chosen, args.data, raster, buildings,
                                                      Path(tmp))}
             print(name, held[name], flush=True)
     metrics = {**card.metrics, **({"training": args.training} if args.training else {}),
                "threshold_policy": "object_f1", "held_out": held,
                "evaluate": "python scripts/evaluate_base.py MODEL --out OUT"}
-    save_model(args.out, loaded.net, replace(card, metrics=metrics))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"model": str(args.model), "thresholds": [
+            card.threshold, card.seed_threshold], "resample_to_m": args.resample_to,
+            "held_out": held}, indent=1))
+    if args.out:
+        save_model(args.out, loaded.net, replace(card, metrics=metrics))
     print(json.dumps(metrics, indent=2))
 
 
