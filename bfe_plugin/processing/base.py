@@ -197,13 +197,18 @@ def raster_input(name: str = "INPUT", label: str = "Raster (GeoTIFF or any GDAL 
 
 
 def vector_input_path(alg: QgsProcessingAlgorithm, name: str, parameters: dict,
-                      context: QgsProcessingContext) -> Optional[str]:
-    """A vector layer parameter written to a temporary one-layer GeoPackage (None when unset)."""
+                      context: QgsProcessingContext, osm_buildings: bool = True) -> Optional[str]:
+    """A vector layer parameter written to a temporary one-layer GeoPackage (None when unset).
+
+    ``osm_buildings``: the input is buildings, so an OSM extract's layer gives the extract
+    itself (only its buildings reach ml_core); False for areas (an area of interest, complete
+    areas), which keep every polygon of the layer (:func:`~bfe_plugin.sources.vector_path`)."""
     layer = alg.parameterAsVectorLayer(parameters, name, context)
     if layer is None:
         return None
     try:
-        return vector_path(layer, QgsProcessingUtils.generateTempFilename(f"{name.lower()}.gpkg"))
+        return vector_path(layer, QgsProcessingUtils.generateTempFilename(f"{name.lower()}.gpkg"),
+                           osm_buildings=osm_buildings)
     except BfeError as exc:
         raise QgsProcessingException(str(exc)) from exc
 

@@ -102,7 +102,8 @@ class PredictCluster(BfeAlgorithm):
                                self._read_options(PredictOptions, parameters, context), cluster,
                                bands=parse_bands(self.parameterAsString(parameters, "BANDS",
                                                                         context)),
-                               aoi=vector_input_path(self, "AOI", parameters, context),
+                               aoi=vector_input_path(self, "AOI", parameters, context,
+                                                     osm_buildings=False),
                                progress=progress, cancel=cancel)
         return out
 

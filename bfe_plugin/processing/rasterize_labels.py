@@ -37,7 +37,8 @@ class RasterizeLabels(BfeAlgorithm):
         from ml_core.labels.rasterize import rasterize_labels
 
         out = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
-        complete = vector_input_path(self, "COMPLETE_AREA", parameters, context)
+        complete = vector_input_path(self, "COMPLETE_AREA", parameters, context,
+                                     osm_buildings=False)  # areas, not buildings
         rasterize_labels(self.raster_parameter("INPUT", parameters, context),
                          vector_input_path(self, "BUILDINGS", parameters, context),
                          out, self.read_job(parameters, context).rasterize,

@@ -44,8 +44,9 @@ def round_job(raster: str, buildings: str, new_layer: Optional[QgsVectorLayer],
     if new_layer is None:
         raise InputError("Extract buildings and review the proposals before fine-tuning again.")
     complete = None
-    if complete_layer is not None and complete_layer.featureCount() > 0:
-        complete = vector_path(complete_layer, folder / "complete_areas.gpkg")
+    if complete_layer is not None and complete_layer.featureCount() != 0:  # -1: not counted
+        complete = vector_path(complete_layer, folder / "complete_areas.gpkg",
+                               osm_buildings=False)  # areas: every polygon
     return RoundJob(raster, buildings, vector_path(new_layer, folder / "reviewed.gpkg"),
                     current_model, folder / "model.safetensors", spec.for_review_round(),
                     complete, bands)
