@@ -246,8 +246,8 @@ class ClusterOptions(_Checked):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.scheduler and not self.scheduler.startswith(("tcp://", "tls://", "inproc://")):
-            raise InputError(f"Option --scheduler must be an address like tcp://HOST:PORT, "
-                             f"not {self.scheduler!r}.")
+            raise InputError(f"The Dask scheduler address (--scheduler, or 'Scheduler' in "
+                             f"QGIS) must be like tcp://HOST:PORT, not {self.scheduler!r}.")
 
 
 @dataclass

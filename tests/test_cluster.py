@@ -187,9 +187,12 @@ def test_folder_of_geotiffs_in_two_crss_is_one_mosaic(make_raster, tmp_path):
 
 def test_without_dask_a_clear_message(monkeypatch):
     monkeypatch.setitem(sys.modules, "distributed", None)
-    with pytest.raises(InputError, match=r"pip install 'dask\[distributed\]=="):
+    with pytest.raises(InputError, match=r"pip install 'dask\[distributed\]==") as info:
         require_dask()
-    with pytest.raises(InputError, match="tcp://HOST:PORT"):
+    assert "without --workers/--scheduler" in str(info.value)  # each front end's way around
+    assert "'Run prediction on: this process'" in str(info.value)
+    with pytest.raises(InputError, match=r"\(--scheduler, or 'Scheduler' in QGIS\) must be like "
+                       "tcp://HOST:PORT"):
         ClusterOptions(scheduler="localhost:8786")
 
 

@@ -168,8 +168,8 @@ def test_a_scheduler_choice_needs_an_address(dock):
     assert dock.job().cluster == ClusterOptions(scheduler="tcp://127.0.0.1:8786")
 
 
-HIDDEN_DASK = textwrap.dedent("""
-    import json, sys
+HIDE_DASK = textwrap.dedent("""
+    import sys
 
     class HideDask:
         '''As if Dask were not installed: 'import distributed' fails, find_spec finds nothing.'''
@@ -180,6 +180,17 @@ HIDDEN_DASK = textwrap.dedent("""
             return None
 
     sys.meta_path.insert(0, HideDask())
+""")
+
+BREAK_DASK = textwrap.dedent("""
+    import sys
+
+    sys.path.insert(0, sys.argv[2])  # holds a distributed/__init__.py that raises RuntimeError
+""")
+
+CLUSTER_CHOICES = textwrap.dedent("""
+    import json, sys
+
     sys.path.insert(0, sys.argv[1])
     from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingException
     from qgis.core import QgsProcessingFeedback
@@ -188,6 +199,7 @@ HIDDEN_DASK = textwrap.dedent("""
     app.initQgis()
     from ml_core.config import ClusterOptions
     from ml_core.errors import InputError
+    from ml_core.infer.cluster import require_dask
 
     from bfe_plugin import deps
     from bfe_plugin.cluster import prepare_cluster
@@ -199,12 +211,17 @@ HIDDEN_DASK = textwrap.dedent("""
     form.form.save()
     form.restore()
     items = form.run_on.model()
+    missing = deps.dask_missing()
     report = {"note": form.note.text(), "note_shown": not form.note.isHidden(),
               "cluster_items_enabled": [items.item(i).isEnabled() for i in (LOCAL, SCHEDULER)],
               "mode": form.mode(), "options": form.options().workers,
-              "missing": deps.dask_missing().command}
+              "missing": missing.command if missing else None}
     form.set_mode(LOCAL)  # as if chosen: stays on this process
     report["mode_after_choice"] = form.mode()
+    try:
+        require_dask()
+    except InputError as exc:
+        report["cause"] = type(exc.__cause__).__name__
     try:
         prepare_cluster(ClusterOptions(workers=1))  # what the dock's extract task runs first
     except InputError as exc:
@@ -218,23 +235,44 @@ HIDDEN_DASK = textwrap.dedent("""
 """)
 
 
-def test_without_dask_the_option_is_off_and_names_the_fix(tmp_path):
-    """A real QGIS Python without Dask (a subprocess in which Dask cannot be found)."""
+def cluster_choices(setup: str, tmp_path: Path, *args: str) -> dict:
+    """What the cluster form, the dock's task and Processing say in a real QGIS Python
+    subprocess after ``setup`` (a script that hides or breaks Dask), as a dict."""
     from ml_core.infer.cluster import DASK_REQUIREMENT
 
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen",
            "QGIS_CUSTOM_CONFIG_PATH": str(tmp_path / "profile")}
-    run = subprocess.run([sys.executable, "-c", HIDDEN_DASK, str(REPO)],  # nosec B603
-                         capture_output=True, text=True, env=env, timeout=120, check=False)
+    run = subprocess.run([sys.executable, "-c", setup + CLUSTER_CHOICES, str(REPO), *args],
+                         capture_output=True, text=True, env=env, timeout=120,  # nosec B603
+                         check=False)
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(run.stdout.strip().splitlines()[-1])
-    assert report["cluster_items_enabled"] == [False, False] and report["note_shown"]
+    assert report["note_shown"] and DASK_REQUIREMENT in report["note"]
     assert report["mode"] == report["mode_after_choice"] == 0 and report["options"] == 0
-    assert DASK_REQUIREMENT in report["note"] and "restart QGIS" in report["note"]
-    assert str(Path(sys.executable)) in report["missing"] or "PYTHON" in report["missing"]
     for key in ("task", "processing"):
         assert f"pip install '{DASK_REQUIREMENT}'" in report[key], report
         assert "Traceback" not in report[key]
+    return report
+
+
+def test_without_dask_the_option_is_off_and_names_the_fix(tmp_path):
+    """A real QGIS Python without Dask (a subprocess in which Dask cannot be found)."""
+    report = cluster_choices(HIDE_DASK, tmp_path)
+    assert report["cluster_items_enabled"] == [False, False]
+    assert "restart QGIS" in report["note"] and report["cause"] == "ModuleNotFoundError"
+    assert str(Path(sys.executable)) in report["missing"] or "PYTHON" in report["missing"]
+
+
+def test_a_broken_dask_install_names_the_fix_too(tmp_path):
+    """Dask found but failing on import (a broken install): the form keeps this process and
+    shows why, the task and Processing stop with the install command, nothing raises."""
+    broken = tmp_path / "site" / "distributed"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text('raise RuntimeError("half-upgraded install")\n')
+    report = cluster_choices(BREAK_DASK, tmp_path, str(broken.parent))
+    assert report["missing"] is None  # found, so the choices are offered...
+    assert report["cause"] == "RuntimeError"  # ...and importing it fails with the fix named
+    assert "half-upgraded install" in report["note"] and "half-upgraded" in report["task"]
 
 
 def test_this_process_saved_or_set_comes_back_over_a_local_choice(dock):

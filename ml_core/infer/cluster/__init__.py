@@ -24,11 +24,15 @@ DASK_REQUIREMENT = "dask[distributed]==2026.8.0"  # as in pyproject.toml's 'clus
 
 
 def require_dask() -> ModuleType:
-    """``distributed``, or an :class:`InputError` with the command that installs it."""
+    """``distributed``, or an :class:`InputError` with the command that installs it: when it is
+    missing, and when importing it fails otherwise (a broken or mismatched install raises
+    anything from its own imports), the cause chained."""
     try:
         return importlib.import_module("distributed")
-    except ImportError as exc:
+    except Exception as exc:  # any import failure: the same message and fix
         raise InputError(
             f"Prediction on a cluster needs Dask, which cannot be imported ({exc}). Install it "
             f"with: pip install '{DASK_REQUIREMENT}' (or pip install -e '.[cluster]' in a bfe "
-            "checkout), or predict without --workers/--scheduler.") from exc
+            "checkout), or predict in this process: in the CLI without --workers/--scheduler, "
+            "in the dock with 'Run prediction on: this process', in Processing with 'Predict "
+            "building probability'.") from exc
