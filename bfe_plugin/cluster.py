@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from dataclasses import replace
 
 from ml_core.config import ClusterOptions
 from ml_core.errors import InputError
@@ -20,7 +19,8 @@ from . import deps
 
 
 def default_workers() -> int:
-    """Local workers when none were chosen: every core but one (kept for the QGIS UI)."""
+    """The workers of a new local cluster (the dock's local choice, the cluster algorithms'
+    default): every core but one (kept for the QGIS UI)."""
     return max(1, (os.cpu_count() or 2) - 1)
 
 
@@ -55,9 +55,3 @@ def prepare_cluster(cluster: ClusterOptions) -> None:
             raise InputError(f"A local Dask cluster starts its workers with QGIS's Python, "
                              f"which bfe cannot find: {exc} Or give the address of a running "
                              "Dask scheduler instead.") from exc
-
-
-def local_or_given(cluster: ClusterOptions) -> ClusterOptions:
-    """``cluster``, or a local cluster of :func:`default_workers` when it names none (what
-    the cluster algorithms run on by default)."""
-    return cluster if cluster.enabled else replace(cluster, workers=default_workers())

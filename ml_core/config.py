@@ -229,7 +229,8 @@ class ClusterOptions(_Checked):
     (``ml_core.infer.cluster``); the result is the same probability raster either way."""
 
     workers: int = _opt(0, "Predict on a local Dask cluster of this many worker processes "
-                        "(0: in this process, without Dask).", min=0, max=256)
+                        "(0: no local cluster: in this process, or on the scheduler when its "
+                        "address is given).", min=0, max=256)
     scheduler: str = _opt("", "Address of a running Dask scheduler, tcp://HOST:PORT (instead of "
                           "a local cluster). Its workers need bfe installed and must read the "
                           "raster at the same path. Dask runs pickled tasks: use only a "

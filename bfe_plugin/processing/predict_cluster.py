@@ -23,7 +23,7 @@ from qgis.core import (
 from ml_core.config import ClusterOptions, PredictOptions
 from ml_core.errors import BfeError
 
-from ..cluster import local_or_given, prepare_cluster
+from ..cluster import default_workers, prepare_cluster
 from ..optionspec import option_specs
 from .base import BfeAlgorithm, option_parameter, parse_bands, raster_input, vector_input_path
 
@@ -33,7 +33,8 @@ class PredictCluster(BfeAlgorithm):
     LABEL = "Predict building probability on a Dask cluster"
     HELP = ("Predicts a large raster, a VRT or a folder of GeoTIFFs (reprojected to the first "
             "file's CRS where CRSs differ) on a Dask cluster: a local one of N worker processes "
-            "(0: every core but one), or the running scheduler at the address given, whose "
+            "(by default every core but one; 0: none, in this process), or the running "
+            "scheduler at the address given (instead of local workers), whose "
             "workers must have bfe installed and read the raster at the same path. Each worker "
             "reads its own tiles; the result equals 'Predict building probability'. An area of "
             "interest limits the work. Needs Dask (pip install 'dask[distributed]').")
@@ -63,6 +64,8 @@ class PredictCluster(BfeAlgorithm):
             "BANDS", "Bands, e.g. 1,2,3 (empty: the model card's bands)", optional=True))
         for spec in option_specs(ClusterOptions):
             param = option_parameter(spec, advanced=spec.name not in ("workers", "scheduler"))
+            if spec.name == "workers":  # the help (from ClusterOptions) says what 0 means
+                param.setDefaultValue(default_workers())
             if spec.name == "scheduler":
                 param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagOptional)
             self.addParameter(param)
@@ -77,9 +80,9 @@ class PredictCluster(BfeAlgorithm):
         return super().prepareAlgorithm(parameters, context, feedback)
 
     def cluster_options(self, parameters, context) -> ClusterOptions:
-        """The cluster parameters (a local cluster of ``default_workers`` when none chosen),
-        ready to start from QGIS."""
-        cluster = local_or_given(self._read_options(ClusterOptions, parameters, context))
+        """The cluster parameters, ready to start from QGIS (as ``--workers``/``--scheduler``:
+        0 workers and no address predict in this process)."""
+        cluster = self._read_options(ClusterOptions, parameters, context)
         prepare_cluster(cluster)
         return cluster
 
@@ -88,7 +91,7 @@ class PredictCluster(BfeAlgorithm):
         """Predict the chosen raster or folder into the probability GeoTIFF ``out`` on the
         chosen cluster; a folder's mosaic VRT lives meanwhile in ``beside`` (default: ``out``'s
         folder), which a scheduler's workers must see too."""
-        from ml_core.infer.cluster.predict import predict_on_cluster
+        from ml_core.infer.cluster.predict import predict_anywhere
         from ml_core.infer.cluster.sources import raster_source
 
         folder = self.parameterAsFile(parameters, "FOLDER", context)
@@ -96,15 +99,16 @@ class PredictCluster(BfeAlgorithm):
             raise QgsProcessingException("Choose a raster layer or a folder of GeoTIFFs.")
         source = folder or self.raster_parameter("INPUT", parameters, context)
         cluster = self.cluster_options(parameters, context)
-        feedback.pushInfo(f"Cluster: {cluster.scheduler or f'{cluster.workers} local workers'}")
+        feedback.pushInfo(f"Cluster: {cluster.scheduler or f'{cluster.workers} local workers'}"
+                          if cluster.enabled else "In this process (0 workers, no scheduler)")
         with raster_source(source, beside or Path(out).resolve().parent) as raster:
-            predict_on_cluster(raster, self.parameterAsFile(parameters, "MODEL", context), out,
-                               self._read_options(PredictOptions, parameters, context), cluster,
-                               bands=parse_bands(self.parameterAsString(parameters, "BANDS",
-                                                                        context)),
-                               aoi=vector_input_path(self, "AOI", parameters, context,
-                                                     osm_buildings=False),
-                               progress=progress, cancel=cancel)
+            predict_anywhere(raster, self.parameterAsFile(parameters, "MODEL", context), out,
+                             self._read_options(PredictOptions, parameters, context), cluster,
+                             bands=parse_bands(self.parameterAsString(parameters, "BANDS",
+                                                                      context)),
+                             aoi=vector_input_path(self, "AOI", parameters, context,
+                                                   osm_buildings=False),
+                             progress=progress, cancel=cancel)
         return out
 
     def run_step(self, parameters, context, feedback, progress, cancel) -> dict:

@@ -66,18 +66,23 @@ def footprints(gpkg) -> list[str]:
     return wkts
 
 
+def extract_params(case: dict, out: Path, workers: int) -> dict:
+    """The parameters of 'Extract footprints on a Dask cluster' for ``case``."""
+    return {"INPUT": str(case["raster"]), "MODEL": str(case["model"]), "workers": workers,
+            "windows_per_task": WINDOWS_PER_TASK, "tile_size": PREDICT.tile_size,
+            "overlap": PREDICT.overlap, "batch_size": PREDICT.batch_size,
+            "device": DEVICE_CHOICES.index("cpu"), "threshold": case["extract"].threshold,
+            "min_area": 0.0, "simplify": 0.0, "OUTPUT": str(out)}
+
+
 def test_processing_extracts_the_same_footprints_on_a_local_cluster(qgis_processing, plugin,
                                                                      case, tmp_path):
     import processing
 
     out = tmp_path / "cluster.gpkg"
-    params = {"INPUT": str(case["raster"]), "MODEL": str(case["model"]), "workers": 1,
-              "windows_per_task": WINDOWS_PER_TASK, "tile_size": PREDICT.tile_size,
-              "overlap": PREDICT.overlap, "batch_size": PREDICT.batch_size,
-              "device": DEVICE_CHOICES.index("cpu"), "threshold": case["extract"].threshold,
-              "min_area": 0.0, "simplify": 0.0, "OUTPUT": str(out)}
     feedback = QgsProcessingFeedback()
-    result = processing.run("bfe:extract_cluster", params, feedback=feedback)
+    result = processing.run("bfe:extract_cluster", extract_params(case, out, 1),
+                            feedback=feedback)
     assert result["OUTPUT"] == str(out)
     assert footprints(out) == case["footprints"] and len(case["footprints"]) > 3
     log = feedback.textLog()
@@ -87,6 +92,29 @@ def test_processing_extracts_the_same_footprints_on_a_local_cluster(qgis_process
     assert {src.GetLayer(i).GetName() for i in range(src.GetLayerCount())} == {
         "footprints", "new_buildings"}
     src = None
+
+
+def test_processing_workers_mean_what_the_cli_option_says(qgis_processing, plugin, case,
+                                                          tmp_path):
+    """One meaning of ``workers`` (ClusterOptions' help, the parameter's help): 0 is no local
+    cluster, so with no scheduler either the algorithm predicts in this process, as the CLI
+    does; by default it gets every core but one."""
+    import processing
+    from qgis.core import QgsApplication
+
+    from bfe_plugin.cluster import default_workers
+
+    algorithm = QgsApplication.processingRegistry().algorithmById("bfe:extract_cluster")
+    workers = algorithm.parameterDefinition("workers")
+    assert workers.help() == ClusterOptions.__dataclass_fields__["workers"].metadata["help"]
+    assert "0: no local cluster" in workers.help()
+    assert workers.defaultValue() == default_workers()
+    out = tmp_path / "here.gpkg"
+    feedback = QgsProcessingFeedback()
+    processing.run("bfe:extract_cluster", extract_params(case, out, 0), feedback=feedback)
+    assert footprints(out) == case["footprints"]
+    log = feedback.textLog()
+    assert "In this process (0 workers, no scheduler)" in log and "Cluster:" not in log
 
 
 def _dock_on_case(dock, case) -> QgsRasterLayer:
