@@ -293,9 +293,12 @@ class BfeDock(QgsDockWidget):
         return (self.rasterize_form, self.train_form, self.loss_form, self.predict_form,
                 self.extract_form, self.cluster_form)
 
-    def job(self) -> JobSpec:
-        """The run as the option forms describe it (the same JobSpec every front end builds)."""
-        return JobSpec.from_sections([form.options() for form in self._forms])
+    def job(self, predicts: bool = True) -> JobSpec:
+        """The run as the option forms describe it (the same JobSpec every front end builds).
+        Only a step that ``predicts`` needs "Run prediction on" complete (a scheduler's
+        address); rasterising, fine-tuning and a review round pass False."""
+        return JobSpec.from_sections([form.options(predicts) if form is self.cluster_form
+                                      else form.options() for form in self._forms])
 
     def save_settings(self) -> None:
         """Remember the options in the project and in QgsSettings (for new projects)."""
@@ -400,7 +403,7 @@ class BfeDock(QgsDockWidget):
     def start_rasterize(self) -> None:
         self._guarded(lambda folder: RasterizeTask(
             self.inputs.raster(), self.inputs.buildings(folder), folder / "labels.tif",
-            self.job().rasterize, self._rasterized, self._error))
+            self.job(predicts=False).rasterize, self._rasterized, self._error))
 
     def _rasterized(self, path: Path) -> None:
         self._done()
@@ -414,7 +417,7 @@ class BfeDock(QgsDockWidget):
         self._guarded(lambda folder: FinetuneTask(
             self.inputs.raster(), self.inputs.buildings(folder),
             Path(self.model_out.filePath() or folder / "model.safetensors"),
-            self.job(), self.base_model.filePath() or None,
+            self.job(predicts=False), self.base_model.filePath() or None,
             self.inputs.band_list(), self._finetuned, self._finetune_failed))
 
     def _finetuned(self, result) -> None:
@@ -536,7 +539,7 @@ class BfeDock(QgsDockWidget):
             round_job(self.inputs.raster(), self.inputs.buildings(folder), self.review.layer,
                       self.review.complete_layer(),
                       str(self.model.path or self._bundled_base()), folder,
-                      self.job(), self.inputs.band_list()),
+                      self.job(predicts=False), self.inputs.band_list()),
             self._refined, self._finetune_failed))
         if isinstance(self.task, RefineTask):  # its progress shows in the Review section too
             self.task.progressChanged.connect(lambda v: self.review.progress.setValue(int(v)))

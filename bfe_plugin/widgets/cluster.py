@@ -109,9 +109,10 @@ class ClusterForm(QWidget):
         self.scheduler.setEnabled(mode == SCHEDULER)
         self.scheduler.setPlaceholderText("tcp://HOST:PORT" if mode == SCHEDULER else "")
 
-    def options(self) -> ClusterOptions:
-        """The job's cluster options (InputError for a scheduler choice without an address)."""
-        if self.mode() == SCHEDULER and not self.scheduler.text().strip():
+    def options(self, predicts: bool = True) -> ClusterOptions:
+        """The job's cluster options; for a step that ``predicts``, InputError for a scheduler
+        choice without an address (the other steps do not use them)."""
+        if predicts and self.mode() == SCHEDULER and not self.scheduler.text().strip():
             raise InputError("Type the address of the Dask scheduler (tcp://HOST:PORT) under "
                              "'Run prediction on', or choose this process or a local cluster.")
         return self.form.options()

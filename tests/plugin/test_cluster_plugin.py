@@ -196,6 +196,34 @@ def test_a_scheduler_choice_needs_an_address(dock):
     assert dock.job().cluster == ClusterOptions(scheduler="tcp://127.0.0.1:8786")
 
 
+def test_only_steps_that_predict_need_the_scheduler_address(dock, layers):
+    """A scheduler chosen, its address not typed yet: rasterising and fine-tuning start (they
+    do not predict); extracting stops with the address message."""
+    from bfe_plugin.tasks import FinetuneTask
+    from bfe_plugin.widgets.cluster import SCHEDULER
+
+    from .conftest import engine_ready
+    from .test_dock import _select
+
+    engine_ready("ml_core.learn.train")
+    _select(dock, *layers)
+    dock.cluster_form.set_mode(SCHEDULER)
+    bar = dock.iface.messageBar()
+    bar.clear_messages()
+    dock.rasterize_button.click()
+    wait_for(lambda: dock.task is None)
+    assert any("Labels rasterised" in m for m in bar.get_messages(Qgis.Success)), \
+        bar.get_messages(Qgis.Warning)
+    dock.finetune_button.click()
+    assert isinstance(dock.task, FinetuneTask), bar.get_messages(Qgis.Warning)
+    dock.cancel_button.click()
+    wait_for(lambda: dock.task is None)
+    assert not any("scheduler" in m for m in bar.get_messages(Qgis.Warning))
+    dock.extract_button.click()
+    assert dock.task is None
+    assert any("address of the Dask scheduler" in m for m in bar.get_messages(Qgis.Warning))
+
+
 HIDE_DASK = textwrap.dedent("""
     import sys
 
