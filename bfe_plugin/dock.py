@@ -423,10 +423,9 @@ class BfeDock(QgsDockWidget):
     def _finetuned(self, result) -> None:
         self._done()
         self._use_model(result.model_path)
-        dice = "-" if result.best_val_dice is None else f"{result.best_val_dice:.2f}"
         report_success(self.iface.messageBar(),
-                       f"Fine-tuned in {result.epochs_run} epoch(s), best validation Dice "
-                       f"{dice}; model '{result.model_path.name}' (Model section).")
+                       f"Fine-tuned: {result.describe()}; model '{result.model_path.name}' "
+                       "(Model section).")
 
     def _finetune_failed(self, exc: BaseException, details: str) -> None:
         out = self.task.out_model.with_suffix(".safetensors") if self.task else None

@@ -90,6 +90,7 @@ def run(raster: Optional[PathLike] = None, buildings: Optional[PathLike] = None,
     summary = {"outdir": str(out), "footprints": result.footprints, "new_buildings": result.new,
                "threshold": card.threshold,
                "val_dice": trained.best_val_dice, "epochs": trained.epochs_run,
+               "kept_start": trained.kept_start, "training": trained.describe(),
                "stopped": trained.stopped, "device": trained.device,
                "label_offset": offset.describe(),
                "seconds": round(time.monotonic() - start, 1)}

@@ -90,6 +90,8 @@ def test_checkpoints_card_and_resume_continue_exactly(tiny, tmp_path):
     card = load_model(resumed.model_path).card
     assert 0.3 <= card.threshold <= 0.7 and card.gsd_m == TINY.gsd_m
     assert card.metrics["epoch"] == resumed.best_epoch
+    assert not resumed.kept_start
+    assert resumed.describe().startswith(f"best epoch {resumed.best_epoch} ")
 
 
 def test_same_seed_same_weights(tiny, tmp_path):
@@ -196,6 +198,7 @@ def test_a_fine_tune_that_never_beats_its_start_returns_the_start(tiny, tmp_path
     assert result.history[1]["val_dice"] == result.history[0]["val_dice"]
     best = _weights(result.model_path)
     assert all(torch.equal(best[k], v) for k, v in start.items())
+    assert result.kept_start and "starting model is kept" in result.describe()
 
 
 def test_ignore_confident_unlabels_background_in_training_and_validation(tiny):

@@ -54,6 +54,5 @@ class Finetune(BfeAlgorithm):
                           bands=parse_bands(self.parameterAsString(parameters, "BANDS", context)),
                           progress=progress, cancel=cancel, rasterize=job.rasterize,
                           loss_options=job.loss)
-        feedback.pushInfo(f"Stopped after {result.epochs_run} epoch(s) ({result.stopped}); best "
-                          f"validation Dice {result.best_val_dice} at epoch {result.best_epoch}.")
+        feedback.pushInfo(f"Model written: {result.describe()}.")
         return {"OUTPUT": str(result.model_path), "BEST_VAL_DICE": result.best_val_dice}

@@ -138,9 +138,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
                           base=args.base, bands=args.bands, mask=args.mask,
                           progress=ProgressBar(), cancel=cancel, resume=args.resume,
                           rasterize=job.rasterize, loss_options=job.loss)
-    print(f"Model written to {result.model_path} (epoch {result.best_epoch}, val Dice "
-          f"{result.best_val_dice}, threshold {result.threshold}, stopped: {result.stopped}, "
-          f"{result.seconds:.0f} s on {result.device}).")
+    print(f"Model written to {result.model_path}: {result.describe()}; threshold "
+          f"{result.threshold}.")
     return 0
 
 

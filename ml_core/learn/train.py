@@ -65,6 +65,21 @@ class TrainResult:
     device: str
     history: list = field(default_factory=list)
 
+    @property
+    def kept_start(self) -> bool:
+        """True when no epoch beat the starting model (scored as epoch 0 with ``keep_start``),
+        so the model written is the starting one, with thresholds chosen on these blocks."""
+        return self.best_epoch == 0
+
+    def describe(self) -> str:
+        """One line for terminals, logs and message bars: what was kept, and why it stopped."""
+        dice = "-" if self.best_val_dice is None else f"{self.best_val_dice:.3f}"
+        kept = ("no epoch beat the starting model on the held-out blocks, so the starting "
+                f"model is kept (held-out Dice {dice})" if self.kept_start else
+                f"best epoch {self.best_epoch} (held-out Dice {dice})")
+        return (f"{kept}; {self.epochs_run} epoch(s), stopped: {self.stopped}, "
+                f"{self.seconds:.0f} s on {self.device}")
+
 
 @dataclass
 class _Run:
