@@ -57,6 +57,24 @@ def test_predictions_on_unknown_pixels_are_not_judged():
     assert f1[(0.5, 0.5)] == 1.0
 
 
+def test_a_prediction_reaching_beyond_unknown_pixels_is_still_not_judged():
+    """An unmapped building made unknown at its core (as ignore_confident does) but predicted
+    wider than that core is not a false positive; a prediction on labelled background only is."""
+    ids = np.zeros((40, 40), np.int32)
+    ids[5:20, 5:20] = 1
+    mask = instance_classes(ids, 1, 1)
+    mask[24:34, 24:34] = UNKNOWN  # the core of an unmapped building
+    building = np.where(ids > 0, 0.9, 0.02).astype(np.float32)
+    building[21:37, 21:37] = 0.9  # predicted 16 x 16: 100 of 256 pixels unknown (< half)
+    interior = np.where(building > 0.5, 0.8, 0.05).astype(np.float32)
+    bands = np.stack([building, interior])[None]
+    assert object_f1_by_thresholds(bands, mask[None], min_seed_px=4)[(0.5, 0.5)] == 1.0
+    # the same prediction moved onto labelled background: a false positive, F1 2 / 3
+    mask[24:34, 24:34] = 0
+    assert object_f1_by_thresholds(bands, mask[None], min_seed_px=4)[(0.5, 0.5)] == (
+        pytest.approx(2 / 3))
+
+
 def test_pixel_policies_pick_by_dice_or_f2():
     counts = {0.4: (90, 40, 10),  # Dice 180/230 = 0.783, F2 450/530 = 0.849
               0.7: (70, 5, 30)}  # Dice 140/175 = 0.800, F2 350/475 = 0.737
