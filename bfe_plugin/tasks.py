@@ -18,7 +18,7 @@ import traceback
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from osgeo import gdal_array  # noqa: F401  ReadAsArray imports it on first use: not in a worker
 from qgis.core import Qgis, QgsRasterDataProvider, QgsTask
@@ -38,6 +38,11 @@ from .cluster import prepare_cluster
 from .imagery import FetchResult, ImageryRequest, ServiceErrors, clip_raster, fetch
 from .messages import format_traceback, log
 from .sources import base_model
+
+if TYPE_CHECKING:  # types only: the Processing provider loads tasks without the dock widgets
+    from ml_core.osm.export import ExportResult
+
+    from .widgets.export import ExportRequest
 
 OnDone = Callable[[Any], None]
 OnError = Callable[[BaseException, str], None]
@@ -153,15 +158,15 @@ class FinetuneTask(CoreTask):
 
 
 class ExportTask(CoreTask):
-    """New buildings to an .osm file for JOSM or GeoJSON (``request``: an ``ExportRequest``);
-    quick, so it is not cancelled midway: the file is written whole or not at all."""
+    """New buildings to an .osm file for JOSM or GeoJSON, as the Export panel's ``request``
+    says; quick, so it is not cancelled midway: the file is written whole or not at all."""
 
-    def __init__(self, request: Any, on_done: OnDone, on_error: OnError) -> None:
+    def __init__(self, request: ExportRequest, on_done: OnDone, on_error: OnError) -> None:
         from ml_core.osm.export import export_buildings
 
         self.request = request
 
-        def step(progress: ProgressCallback, cancel: CancelToken) -> Any:
+        def step(progress: ProgressCallback, cancel: CancelToken) -> ExportResult:
             return export_buildings(request.footprints, request.out, source=request.source,
                                     layer=request.layer, accepted_only=request.accepted_only,
                                     on_flagged=request.on_flagged, progress=progress)
