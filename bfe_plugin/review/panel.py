@@ -273,12 +273,20 @@ class ReviewPanel(QWidget):
     def status_of(self, fid: int) -> str:
         return self.layer.getFeature(fid)[STATUS_FIELD] or PROPOSED
 
+    def _statuses(self) -> dict[int, str]:
+        """Every proposal's status in one request (one ``getFeature`` per proposal froze the
+        UI for seconds on layers of a few hundred proposals)."""
+        request = QgsFeatureRequest().setFlags(QgsFeatureRequest.NoGeometry)
+        request.setSubsetOfAttributes([STATUS_FIELD], self.layer.fields())
+        return {f.id(): f[STATUS_FIELD] or PROPOSED for f in self.layer.getFeatures(request)}
+
     def _go_to_proposed(self, start: int) -> None:
         """Move to the first still-proposed proposal from ``start`` on (wrapping around)."""
         n = len(self.order)
+        statuses = self._statuses()
         for step in range(n):
             i = (start + step) % n
-            if self.status_of(self.order[i]) == PROPOSED:
+            if statuses.get(self.order[i], PROPOSED) == PROPOSED:
                 self.position = i
                 break
         else:
@@ -296,7 +304,8 @@ class ReviewPanel(QWidget):
         if self.layer.fields().indexOf(FLAGS_FIELD) >= 0:  # layers of older extractions lack it
             text = describe_flags(feature[FLAGS_FIELD] or None)
             self.flags.setText(f"Flags: {text}" if text else "No flags")
-        left = sum(self.status_of(f) == PROPOSED for f in self.order)
+        statuses = self._statuses()
+        left = sum(statuses.get(f, PROPOSED) == PROPOSED for f in self.order)
         self.where.setText(f"{self.position + 1}/{len(self.order)} · score "
                            f"{feature['score']:.2f} · {feature[STATUS_FIELD]} · {left} to review")
         self._zoom(feature.geometry())
