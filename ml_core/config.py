@@ -100,10 +100,10 @@ class TrainOptions(_Checked):
         0.5, "Treat as unknown (in training and validation blocks) the background pixels the "
         "base model calls building above this probability: likely unmapped buildings (0: off).",
         min=0.0, max=1.0)
-    keep_start: bool = _opt(False, "Score the starting model on the held-out blocks first and "
-                            "keep it if no epoch beats it. Off by default: on blocks cleaned by "
-                            "ignore_confident the base model scores too well (figures: "
-                            "docs/ARCHITECTURE.md, 'Why these defaults').")
+    keep_start: bool = _opt(True, "Score the starting model on the held-out blocks first and "
+                            "return it, saying so, when no epoch beats it: a short fine-tune "
+                            "dips before it improves, so it is never handed back worse than its "
+                            "start (figures: docs/ARCHITECTURE.md, 'Why these defaults').")
     threshold_metric: str = _opt(
         "object_f1", "What the thresholds maximise on the held-out blocks: object_f1 extracts "
         "buildings as 'bfe extract' does and matches them one to one with the held-out labels "

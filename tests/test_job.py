@@ -22,7 +22,7 @@ def test_sections_and_the_review_round_are_explicit():
     assert job.loss == LossOptions() and job.train.ignore_confident == 0.5
     rnd = job.for_review_round()
     assert (rnd.train.ignore_confident, rnd.train.keep_start) == (None, True)
-    assert rnd.rasterize == job.rasterize and job.train.keep_start is False  # job unchanged
+    assert rnd.rasterize == job.rasterize and job.train.ignore_confident == 0.5  # unchanged
     assert job.as_dict()["loss"]["lace_tau"] == 1.0
 
 

@@ -217,13 +217,17 @@ def test_ignore_confident_unlabels_background_in_training_and_validation(tiny):
 
 
 def test_the_experiment_keeps_the_settings_of_its_committed_grids():
-    """Table I scores Dice; its committed runs chose thresholds by Dice and trained with AdamW,
-    while the product defaults are object F1 and SGD."""
+    """Table I scores Dice; its committed runs chose thresholds by Dice, trained with AdamW and
+    kept their best epoch over the start, while the product defaults are object F1, SGD and
+    keep_start."""
     from ml_core.evaluate.experiment import ExperimentConfig
 
-    assert (TrainOptions().threshold_metric, TrainOptions().optimizer) == ("object_f1", "sgd")
+    product = TrainOptions()
+    assert (product.threshold_metric, product.optimizer, product.keep_start) == (
+        "object_f1", "sgd", True)
     for config in (ExperimentConfig(), ExperimentConfig.preset(quick=True)):
-        assert (config.train.threshold_metric, config.train.optimizer) == ("dice", "adamw")
+        assert (config.train.threshold_metric, config.train.optimizer,
+                config.train.keep_start) == ("dice", "adamw", False)
 
 
 def test_out_of_memory_halves_the_batch_and_gives_up_clearly_at_one(tiny, tmp_path, monkeypatch):
