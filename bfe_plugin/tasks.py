@@ -44,6 +44,7 @@ if TYPE_CHECKING:  # types only: the Processing provider loads tasks without the
 
     from .widgets.export import ExportRequest
 
+PREDICT_SHARE = 0.85  # of an extraction's progress bar; the rest is polygonising
 OnDone = Callable[[Any], None]
 OnError = Callable[[BaseException, str], None]
 _TORCH_READY = False
@@ -222,8 +223,6 @@ class ExtractTask(CoreTask):
     ``job.cluster``: a local one is started and closed by the task), then polygonise it
     (footprints, new buildings) and, with ``job.hints``, write the uncertainty hints."""
 
-    PREDICT_SHARE = 0.85
-
     def __init__(self, job: ExtractJob, on_done: OnDone, on_error: OnError) -> None:
         from ml_core.infer.cluster.predict import predict_anywhere
         from ml_core.infer.extract import extract_footprints
@@ -236,11 +235,11 @@ class ExtractTask(CoreTask):
         def step(progress: ProgressCallback, cancel: CancelToken) -> Any:
             predict_anywhere(job.raster, job.model, job.probability, job.predict, job.cluster,
                              bands=job.bands, extent=job.extent, aoi=job.aoi, cancel=cancel,
-                             progress=stage_progress(progress, 0.0, self.PREDICT_SHARE))
+                             progress=stage_progress(progress, 0.0, PREDICT_SHARE))
             result = extract_footprints(job.probability, job.footprints, job.extract,
                                         existing=job.existing, cancel=cancel,
-                                        progress=stage_progress(progress, self.PREDICT_SHARE,
-                                                                1.0 - self.PREDICT_SHARE))
+                                        progress=stage_progress(progress, PREDICT_SHARE,
+                                                                1.0 - PREDICT_SHARE))
             if job.previous is not None:
                 carry_decisions(job.previous, job.footprints)
             if job.hints is not None:

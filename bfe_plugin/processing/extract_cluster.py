@@ -14,11 +14,9 @@ from qgis.core import QgsProcessingUtils
 
 from ml_core.config import ExtractOptions, PredictOptions
 
-from ..tasks import stage_progress
+from ..tasks import PREDICT_SHARE, stage_progress
 from .extract_footprints import add_footprint_parameters, extract_to_output
 from .predict_cluster import PredictCluster
-
-PREDICT_SHARE = 0.85  # of the progress bar; the rest is the extraction
 
 
 class ExtractCluster(PredictCluster):

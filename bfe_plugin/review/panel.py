@@ -270,9 +270,6 @@ class ReviewPanel(QWidget):
         """Feature id of the proposal under review, or None when there is none."""
         return self.order[self.position] if 0 <= self.position < len(self.order) else None
 
-    def status_of(self, fid: int) -> str:
-        return self.layer.getFeature(fid)[STATUS_FIELD] or PROPOSED
-
     def _statuses(self) -> dict[int, str]:
         """Every proposal's status in one request (one ``getFeature`` per proposal froze the
         UI for seconds on layers of a few hundred proposals)."""
@@ -291,9 +288,11 @@ class ReviewPanel(QWidget):
                 break
         else:
             self.position = min(start, n - 1) if n else 0
-        self._show_current()
+        self._show_current(statuses)
 
-    def _show_current(self) -> None:
+    def _show_current(self, statuses: Optional[dict[int, str]] = None) -> None:
+        """Show and zoom to the current proposal; ``statuses``: :meth:`_statuses` when the
+        caller has just read them."""
         fid = self.current
         self.highlight.reset(QgsWkbTypes.PolygonGeometry)
         self.flags.clear()
@@ -304,7 +303,7 @@ class ReviewPanel(QWidget):
         if self.layer.fields().indexOf(FLAGS_FIELD) >= 0:  # layers of older extractions lack it
             text = describe_flags(feature[FLAGS_FIELD] or None)
             self.flags.setText(f"Flags: {text}" if text else "No flags")
-        statuses = self._statuses()
+        statuses = self._statuses() if statuses is None else statuses
         left = sum(statuses.get(f, PROPOSED) == PROPOSED for f in self.order)
         self.where.setText(f"{self.position + 1}/{len(self.order)} · score "
                            f"{feature['score']:.2f} · {feature[STATUS_FIELD]} · {left} to review")

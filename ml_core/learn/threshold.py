@@ -8,8 +8,9 @@ object F1. A prediction that touches unknown pixels and overlaps no labelled bui
 counted: with missing labels it is most likely an unmapped building (``ignore_confident`` makes
 the base model's confident finds unknown), and counting it only once it is more than half on
 labelled pixels would favour high thresholds, which shrink such predictions into the unknown
-pixels (measured: ``docs/experiments/threshold_policy``). The pixel policies (``f2``: recall counted
-twice, ``dice``) choose the building threshold by pixel counts and keep the default seed
+pixels (on the one run measured both rules chose the same thresholds:
+``docs/experiments/threshold_policy``). The pixel policies (``f2``: recall counted twice,
+``dice``) choose the building threshold by pixel counts and keep the default seed
 threshold. Ties go to the thresholds nearest the defaults, so held-out crops that cannot tell
 thresholds apart (no building, nothing predicted) keep the defaults rather than the lowest
 thresholds of the grid.
