@@ -43,6 +43,20 @@ def test_touching_buildings_get_one_label_each():
     assert n == 7 and _same_partition(labels, ids)
 
 
+def test_wide_edges_between_touching_buildings_are_shared_at_the_wall():
+    """Edges of 5 px on both sides of each wall: all edge pixels have one interior probability
+    (a plateau), and each must still go to its own house (flooding the relief with
+    ``watershed_ift`` gave one house its neighbours' edges)."""
+    ids = np.zeros((40, 100), np.int32)
+    for k in range(3):
+        ids[5:35, 5 + 30 * k:35 + 30 * k] = 1 + k
+    classes = instance_classes(ids, 5, 2)
+    building = np.where(ids > 0, 0.9, 0.05).astype(np.float32)
+    interior = np.where(classes == INTERIOR, 0.8, 0.0).astype(np.float32)
+    labels, n = label_instances(building, interior, np.ones(ids.shape, bool), Thresholds())
+    assert n == 3 and _same_partition(labels, ids)
+
+
 def test_without_an_interior_band_components_are_buildings():
     ids = _row_of_houses()
     building, _ = _bands(ids)

@@ -3,11 +3,19 @@
 Instance models write two bands (``ml_core.infer.predict.probability_bands``): building
 probability and interior probability. Buildings are the pixels whose building probability
 reaches the ``building`` threshold. Each confident interior region (interior probability at
-least ``seed``, inside a building, and at least ``min_seed_px`` pixels) seeds one building; a
-marker-controlled watershed (``scipy.ndimage.watershed_ift``) floods the building pixels from
-the seeds over the relief ``1 - interior``, so neighbours meet along the edge and contact pixels
-between them. Building pixels that no seed reaches keep their connected component as one
-building. Without an interior band (2-class models), each 8-connected component is a building.
+least ``seed``, inside a building, and at least ``min_seed_px`` pixels) seeds one building.
+The building pixels of a connected part with several seeds go to their nearest seed (the
+watershed of the seeds' distance map, ``scipy.ndimage.distance_transform_edt``), so two
+neighbours meet halfway between their interiors: where the edge rings on both sides of a shared
+wall are equally wide, on the wall. Building pixels that no seed reaches keep their connected
+component as one building. Without an interior band (2-class models), each 8-connected
+component is a building.
+
+Flooding over the relief ``1 - interior`` with ``scipy.ndimage.watershed_ift`` was tried and
+dropped: it floods a plateau of equal relief from one marker only (every edge pixel, interior
+probability about 0, is on one such plateau), so one building took its neighbours' edges. On the
+demo sample this turned the OSM labels' own instances into F1 0.54 against the OSM polygons, and
+the base model's buildings into F1 0.27 (0.93 and 0.42 flooding by distance).
 
 The raster is processed in strips of rows with ``overlap`` extra rows on each side; a building
 that crosses a seam gets one id from each strip, and the two are joined when the upper strip
@@ -29,8 +37,6 @@ from ml_core.infer.thresholds import Thresholds
 from ml_core.io import raster as gdalio
 
 EIGHT = np.ones((3, 3), bool)
-RELIEF_LEVELS = 1000  # the watershed floods integer levels: 1 - interior in steps of 0.001
-BACKGROUND_RELIEF = 60000  # outside a part: flooded last, far below uint16's end (scipy #19575)
 
 
 def label_instances(building: np.ndarray, interior: Optional[np.ndarray], valid: np.ndarray,
@@ -60,28 +66,24 @@ def label_instances(building: np.ndarray, interior: Optional[np.ndarray], valid:
         lone_ids, n_lone = ndimage.label(lone, EIGHT)
         markers[lone] = lone_ids[lone] + n
         n += int(n_lone)
-    relief = np.round((1 - np.clip(interior, 0, 1)) * RELIEF_LEVELS).astype(np.uint16)
-    return _flood_parts(parts, markers, relief), n
+    return _flood_parts(parts, markers), n
 
 
-def _flood_parts(parts: np.ndarray, markers: np.ndarray, relief: np.ndarray) -> np.ndarray:
-    """Each connected part takes its one marker, or is flooded from its several markers within
-    its own bounding box. Parts are flooded one at a time because ``watershed_ift`` alone lets
-    a marker leak across background into other parts (seen on the sample: one id over 26
-    parts)."""
+def _flood_parts(parts: np.ndarray, markers: np.ndarray) -> np.ndarray:
+    """Each connected part takes its one marker, or each of its pixels the nearest of its own
+    markers, within the part's bounding box (another part's markers never reach it)."""
     labels = np.zeros(parts.shape, np.int32)
     for k, box in enumerate(ndimage.find_objects(parts), start=1):
         if box is None:
             continue
         part = parts[box] == k
-        ids = np.unique(markers[box][part & (markers[box] > 0)])
+        local = np.where(part, markers[box], 0)
+        ids = np.unique(local[local > 0])
         if len(ids) <= 1:
             labels[box][part] = ids[0] if len(ids) else 0
             continue
-        local = np.where(part, markers[box], -1).astype(np.int32)  # outside: one fixed basin
-        lift = np.where(part, relief[box], np.uint16(BACKGROUND_RELIEF))
-        flooded = ndimage.watershed_ift(lift, local, EIGHT.astype(int))
-        labels[box][part] = np.maximum(flooded[part], 0)
+        _, nearest = ndimage.distance_transform_edt(local == 0, return_indices=True)
+        labels[box][part] = local[tuple(nearest)][part]
     return labels
 
 
