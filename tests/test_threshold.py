@@ -20,14 +20,16 @@ def _two_touching_buildings() -> np.ndarray:
     return ids
 
 
-def test_truth_instances_split_touching_buildings_at_their_shared_edge():
+@pytest.mark.parametrize("edge_px", [1, 4])
+def test_truth_instances_split_touching_buildings_at_their_shared_edge(edge_px):
+    """Each true building is one label, exactly its own pixels, also with edge rings as wide
+    as a 1 m ring at 0.25 m (4 px on both sides of the wall)."""
     ids = _two_touching_buildings()
-    labels = truth_instances(instance_classes(ids, 1, 1))
+    labels = truth_instances(instance_classes(ids, edge_px, 1))
     assert len(np.unique(labels[labels > 0])) == 2
-    # each true building is one label, exactly its own pixels
     for i in (1, 2):
         assert len(np.unique(labels[ids == i])) == 1
-    assert (labels > 0).sum() == (ids > 0).sum()
+        assert (labels == labels[ids == i][0]).sum() == (ids == i).sum()
 
 
 def test_object_policy_keeps_thresholds_that_separate_the_buildings():

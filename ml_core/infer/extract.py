@@ -1,7 +1,7 @@
 """Probability raster -> building footprint polygons in a GeoPackage.
 
 One polygon per building (``ml_core.infer.instances``: thresholds from the raster, its model or
-the user; touching buildings separated by a watershed from confident interiors for instance
+the user; touching buildings separated from confident interiors (nearest seed) for instance
 models; holes kept; neighbours share their walls), simplified at about a pixel of ground
 distance, polygons under ``min_area`` m² dropped, optionally regularised (right angles where a
 building is nearly rectangular, ``ml_core.infer.regularize``), then what is new is split off.
