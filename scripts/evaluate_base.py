@@ -42,7 +42,7 @@ from ml_core.infer.extract import extract_footprints, seed_pixels  # noqa: E402
 from ml_core.infer.in_memory import predict_batches  # noqa: E402
 from ml_core.infer.predict import predict_raster  # noqa: E402
 from ml_core.learn.dataset import split_blocks, val_crops  # noqa: E402
-from ml_core.learn.modelfile import load_model, save_model  # noqa: E402
+from ml_core.learn.modelfile import LoadedModel, load_model, save_model  # noqa: E402
 from ml_core.learn.threshold import choose_thresholds  # noqa: E402
 
 HELD_OUT = {  # name: (raster, buildings, kind)
@@ -60,7 +60,7 @@ HELD_OUT = {  # name: (raster, buildings, kind)
 }
 
 
-def held_out_thresholds(model: Path, data: Path, seed: int, tmp: Path):
+def held_out_thresholds(loaded: LoadedModel, data: Path, seed: int, tmp: Path):
     """The policy's thresholds on the training run's own held-out blocks."""
     options = TrainOptions(val_fraction=0.1, seed=seed)
     regions = []
@@ -68,7 +68,6 @@ def held_out_thresholds(model: Path, data: Path, seed: int, tmp: Path):
         regions += area_regions(raster, buildings, tmp)[0]
     split = split_blocks(regions, options.crop_size // 2, options.val_fraction, seed)
     val = val_crops(split, options.crop_size)
-    loaded = load_model(model)
     bands = predict_batches(loaded.net, np.stack([v[0] for v in val]), torch.device("cpu"), 8)
     min_seed = seed_pixels(ExtractOptions().min_seed_m2, loaded.card.gsd_m)
     return choose_thresholds(bands, np.stack([v[1] for v in val]), "object_f1", min_seed), len(val)
@@ -113,7 +112,7 @@ def main() -> None:
         loaded = load_model(args.model)
         card = loaded.card
         if not args.keep_thresholds:
-            thresholds, n_val = held_out_thresholds(args.model, args.data, args.seed, Path(tmp))
+            thresholds, n_val = held_out_thresholds(loaded, args.data, args.seed, Path(tmp))
             print(f"thresholds on {n_val} held-out crops: {thresholds}", flush=True)
             card = replace(card, threshold=thresholds.building, seed_threshold=thresholds.seed)
         chosen = Path(tmp) / "chosen.safetensors"

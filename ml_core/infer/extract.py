@@ -76,27 +76,6 @@ class _Footprint:
     score: float = 0.0
 
 
-def min_rotated_rectangle(geom: ogr.Geometry) -> ogr.Geometry:
-    """The smallest-area rectangle containing ``geom`` (rotating calipers on the convex hull)."""
-    hull = geom.ConvexHull()  # keep a reference: GetGeometryRef points into it
-    pts = np.array(hull.GetGeometryRef(0).GetPoints())[:, :2]
-    edges = np.diff(pts, axis=0)
-    ang = np.arctan2(edges[:, 1], edges[:, 0])[:, None]
-    c, s = np.cos(ang), np.sin(ang)
-    xr, yr = pts[:, 0] * c + pts[:, 1] * s, -pts[:, 0] * s + pts[:, 1] * c
-    i = int(np.argmin((xr.max(1) - xr.min(1)) * (yr.max(1) - yr.min(1))))
-    x0, x1, y0, y1 = xr[i].min(), xr[i].max(), yr[i].min(), yr[i].max()
-    corners = np.array([(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)])
-    ci, si = c[i, 0], s[i, 0]
-    xy = np.c_[corners[:, 0] * ci - corners[:, 1] * si, corners[:, 0] * si + corners[:, 1] * ci]
-    ring = ogr.Geometry(ogr.wkbLinearRing)
-    for x, y in xy:
-        ring.AddPoint_2D(float(x), float(y))
-    rect = ogr.Geometry(ogr.wkbPolygon)
-    rect.AddGeometry(ring)
-    return rect
-
-
 def valid_polygon(geom: ogr.Geometry) -> Optional[ogr.Geometry]:
     """``geom`` as one valid polygon: pixel outlines can touch themselves at a corner (8-connected
     pixels), which GEOS calls invalid; made valid, the largest piece is kept. None when empty."""

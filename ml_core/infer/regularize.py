@@ -25,6 +25,24 @@ def _ring(xy: np.ndarray) -> ogr.Geometry:
     return ring
 
 
+def min_rotated_rectangle(geom: ogr.Geometry) -> ogr.Geometry:
+    """The smallest-area rectangle containing ``geom`` (rotating calipers on the convex hull)."""
+    hull = geom.ConvexHull()  # keep a reference: GetGeometryRef points into it
+    pts = np.array(hull.GetGeometryRef(0).GetPoints())[:, :2]
+    edges = np.diff(pts, axis=0)
+    ang = np.arctan2(edges[:, 1], edges[:, 0])[:, None]
+    c, s = np.cos(ang), np.sin(ang)
+    xr, yr = pts[:, 0] * c + pts[:, 1] * s, -pts[:, 0] * s + pts[:, 1] * c
+    i = int(np.argmin((xr.max(1) - xr.min(1)) * (yr.max(1) - yr.min(1))))
+    x0, x1, y0, y1 = xr[i].min(), xr[i].max(), yr[i].min(), yr[i].max()
+    corners = np.array([(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)])
+    ci, si = c[i, 0], s[i, 0]
+    xy = np.c_[corners[:, 0] * ci - corners[:, 1] * si, corners[:, 0] * si + corners[:, 1] * ci]
+    rect = ogr.Geometry(ogr.wkbPolygon)
+    rect.AddGeometry(_ring(xy))
+    return rect
+
+
 def main_direction(xy: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
     """(direction in radians, edge lengths, each edge's deviation from the nearest main
     direction in radians) of a closed ring's points ``[n, 2]`` in metres."""

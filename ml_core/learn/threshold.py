@@ -34,11 +34,11 @@ POLICIES = ("object_f1", "f2", "dice")
 
 
 def pixel_counts_by_threshold(building: np.ndarray, masks: np.ndarray) -> dict[float, tuple]:
-    """(TP, FP, FN) of ``building > t`` against labelled pixels of ``masks`` for each ``t`` of
-    :data:`BUILDING_GRID`."""
+    """(TP, FP, FN) of ``building >= t`` (as extraction counts) against labelled pixels of
+    ``masks`` for each ``t`` of :data:`BUILDING_GRID`."""
     known = masks != UNKNOWN
     p, y = building[known], is_building(masks[known])
-    return {t: pixel_counts(p > t, y) for t in BUILDING_GRID}
+    return {t: pixel_counts(p >= t, y) for t in BUILDING_GRID}
 
 
 def best_pixel_dice(counts: dict[float, tuple]) -> float:

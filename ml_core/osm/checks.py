@@ -23,6 +23,7 @@ import numpy as np
 from osgeo import gdal, ogr, osr
 from scipy.spatial import cKDTree
 
+from ml_core.infer.regularize import min_rotated_rectangle
 from ml_core.io.vector import BoxIndex, local_utm, polygon_part, polygons_of, srs_of, transform
 from ml_core.osm.offset import Offset, estimate_offset, shift_geoms
 
@@ -90,8 +91,6 @@ def turning_angles(ring: np.ndarray) -> np.ndarray:
 
 def is_unsquare(poly: ogr.Geometry) -> bool:
     """A near-rectangular building whose corners are not all within 5° of a right angle."""
-    from ml_core.infer.extract import min_rotated_rectangle
-
     if poly.GetArea() < NEAR_RECTANGULAR * min_rotated_rectangle(poly).GetArea():
         return False
     ring = _ring(poly)
@@ -106,8 +105,6 @@ def is_unsquare(poly: ogr.Geometry) -> bool:
 
 
 def _width(poly: ogr.Geometry) -> float:
-    from ml_core.infer.extract import min_rotated_rectangle
-
     rect = min_rotated_rectangle(poly)  # keep a reference: GetGeometryRef points into it
     pts = np.array(rect.GetGeometryRef(0).GetPoints())[:3, :2]
     return float(min(np.hypot(*(pts[1] - pts[0])), np.hypot(*(pts[2] - pts[1]))))
