@@ -188,7 +188,10 @@ def test_a_new_network_learns_its_batchnorm_statistics(tmp_path):
 
 
 def test_a_fine_tune_that_never_beats_its_start_returns_the_start(tiny, tmp_path):
+    """Weights and thresholds both: the start's own thresholds (its card's), not ones chosen
+    on these held-out blocks."""
     regions, card = tiny
+    card = replace(card, threshold=0.42, seed_threshold=0.37)
     torch.manual_seed(0)
     net = UNet(3, 2, TINY.width, TINY.depth)
     start = {k: v.clone() for k, v in net.state_dict().items()}
@@ -200,6 +203,8 @@ def test_a_fine_tune_that_never_beats_its_start_returns_the_start(tiny, tmp_path
     best = _weights(result.model_path)
     assert all(torch.equal(best[k], v) for k, v in start.items())
     assert result.kept_start and "starting model is kept" in result.describe()
+    kept = load_model(result.model_path).card
+    assert (kept.threshold, kept.seed_threshold, result.threshold) == (0.42, 0.37, 0.42)
 
 
 def test_ignore_confident_unlabels_background_in_training_and_validation(tiny):
