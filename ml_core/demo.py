@@ -7,22 +7,22 @@ Any other raster and complete building layer can stand in for the sample (``--ra
 2. run the whole chain on the rest (``pipeline.run``: rasterise, fine-tune, extract);
 3. score, one to one at IoU >= 0.5 (``evaluate.matching``), the new buildings against the
    dropped ones that the imagery shows (at least half of the footprint on valid pixels: masked
-   or off-raster buildings cannot be found) and all footprints against all buildings, with the
-   share of merged polygons; the coverage figures of before come as a secondary line. Write the
-   scores (``demo_scores.json``, and under ``demo`` in ``report.json``) and a PNG preview.
+   or off-raster buildings cannot be found) and all footprints against all buildings the
+   imagery shows, with the share of merged polygons; the coverage figures of before come as a
+   secondary line. Write the scores (``demo_scores.json``, and under ``demo`` in
+   ``report.json``) and a PNG preview.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import replace
 from pathlib import Path
 from typing import Optional, Union
 
 from ml_core.config import JobSpec
 from ml_core.evaluate.matching import describe as describe_matching
-from ml_core.evaluate.metrics import object_metrics, visible_share
+from ml_core.evaluate.metrics import object_metrics, shown_on
 from ml_core.events import CancelToken, ProgressCallback
 from ml_core.io.atomic import atomic_output
 from ml_core.io.vector import read_polygons
@@ -34,7 +34,6 @@ PathLike = Union[str, os.PathLike]
 KEPT_COLOUR = (255, 220, 0)  # yellow: OSM buildings given to training
 DROPPED_COLOUR = (0, 200, 255)  # cyan: OSM buildings hidden from training
 NEW_COLOUR = (255, 40, 40)  # red: buildings bfe proposes as new
-VISIBLE = 0.5  # a dropped building counts when at least this share of it is on valid imagery
 
 
 def run_demo(
@@ -89,15 +88,16 @@ def score_demo(raster: PathLike, buildings: PathLike, outdir: PathLike, seconds:
     new = f"{out / 'footprints.gpkg'}|layername=new_buildings"
     footprints = f"{out / 'footprints.gpkg'}|layername=footprints"
     dropped = read_polygons(f"{partial}|layername=dropped", None, what="dropped buildings")
-    shown = visible_share(raster, dropped) >= VISIBLE
-    vs_dropped = object_metrics(new, replace(dropped, geoms=[g for g, s in zip(dropped.geoms, shown)
-                                                             if s]))
-    vs_all = object_metrics(footprints, buildings)
-    new_vs_all = object_metrics(new, buildings)
+    everything = read_polygons(buildings, None, what="buildings")
+    shown, shown_all = shown_on(raster, dropped), shown_on(raster, everything)
+    vs_dropped = object_metrics(new, shown)
+    vs_all = object_metrics(footprints, shown_all)
+    new_vs_all = object_metrics(new, shown_all)
     return {
-        "buildings": vs_all["n_truth"],
+        "buildings": len(everything.geoms),
+        "buildings_off_imagery": len(everything.geoms) - len(shown_all.geoms),
         "dropped": len(dropped.geoms),
-        "dropped_off_imagery": int((~shown).sum()),
+        "dropped_off_imagery": len(dropped.geoms) - len(shown.geoms),
         "new_buildings": vs_dropped["n_pred"],
         "footprints": vs_all["n_pred"],
         "new_vs_dropped": _one_to_one(vs_dropped),
@@ -116,7 +116,8 @@ def describe(scores: dict, outdir: PathLike) -> str:
         f"proposed {scores['new_buildings']} new buildings in {scores['seconds']:.0f} s.\n"
         f"New buildings vs the dropped ones, one to one at IoU >= 0.5: "
         f"{describe_matching(scores['new_vs_dropped'])}\n"
-        f"All {scores['footprints']} footprints vs all buildings: "
+        f"All {scores['footprints']} footprints vs all buildings the imagery shows "
+        f"({scores['buildings_off_imagery']} mostly off it, not scored): "
         f"{describe_matching(scores['footprints_vs_buildings'])}\n"
         f"Coverage (secondary; found = predictions cover >= 50 %, however many buildings one "
         f"covers): recall of the dropped buildings {scores['coverage_recall_of_dropped']:.2f}, "

@@ -38,6 +38,12 @@ def _check_off_imagery(outdir, scores: dict, imagery: ogr.Geometry) -> None:
     shown = np.array([g.Intersection(imagery).GetArea() / g.GetArea() for g in dropped.geoms])
     assert 0 < scores["dropped_off_imagery"] < scores["dropped"]
     assert (shown < 0.45).sum() <= scores["dropped_off_imagery"] <= (shown < 0.55).sum()
+    # all buildings: at least the dropped ones off the imagery, and never a kept one on it
+    kept = read_polygons(f"{outdir / 'partial_buildings.gpkg'}|layername=buildings",
+                         srs_of("EPSG:4326"))
+    kept_shown = np.array([g.Intersection(imagery).GetArea() / g.GetArea() for g in kept.geoms])
+    off = scores["buildings_off_imagery"] - scores["dropped_off_imagery"]
+    assert (kept_shown < 0.45).sum() <= off <= (kept_shown < 0.55).sum()
 
 
 def test_demo_drops_half_and_scores_against_the_dropped(tmp_path):
@@ -50,7 +56,8 @@ def test_demo_drops_half_and_scores_against_the_dropped(tmp_path):
     for key, n_pred, n_truth in (
             ("new_vs_dropped", scores["new_buildings"],
              scores["dropped"] - scores["dropped_off_imagery"]),
-            ("footprints_vs_buildings", scores["footprints"], total)):
+            ("footprints_vs_buildings", scores["footprints"],
+             total - scores["buildings_off_imagery"])):
         m = scores[key]
         assert (m["n_pred"], m["n_truth"]) == (n_pred, n_truth)
         assert 0 <= m["matched"] <= min(n_pred, n_truth)

@@ -107,6 +107,20 @@ def test_evaluate_mask_raster_and_vector(make_raster, make_vector, tmp_path):
         evaluate(tmp_path / "missing.gpkg", truth)
 
 
+def test_evaluate_leaves_out_buildings_off_the_imagery(make_raster, make_vector):
+    """A building beyond the raster cannot be found: with a grid it is not scored (counted as
+    off the imagery); without one it is."""
+    truth = make_vector("t.gpkg", [pixel_box(0, 0, 10, 10), pixel_box(50, 0, 60, 10),
+                                   pixel_box(36, 20, 46, 30)])  # beyond; 40 % on the raster
+    pred = make_vector("p.gpkg", [pixel_box(0, 0, 10, 10)], layer="footprints")
+    raster = make_raster("r.tif", width=40, height=40)
+    with_grid = evaluate(pred, truth, raster=raster)["object"]
+    assert (with_grid["n_truth"], with_grid["truth_off_imagery"]) == (1, 2)
+    assert with_grid["recall"] == 1.0
+    without = evaluate(pred, truth)["object"]
+    assert (without["n_truth"], without["truth_off_imagery"], without["recall"]) == (3, 0, 1 / 3)
+
+
 def test_evaluate_scores_the_new_buildings_layer_against_dropped(make_vector):
     truth = make_vector("t.gpkg", [pixel_box(0, 0, 10, 10), pixel_box(20, 0, 30, 10)])
     dropped = make_vector("d.gpkg", [pixel_box(20, 0, 30, 10)], layer="dropped")

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional, Union
 
 import numpy as np
 from osgeo import gdal, ogr
 
-from ml_core.evaluate.matching import IOU_MIN, area_meter, is_found, match_polygons
+from ml_core.evaluate.matching import HALF, IOU_MIN, area_meter, is_found, match_polygons
 from ml_core.infer.polygonize import binary_polygons
 from ml_core.io import raster as gdalio
 from ml_core.io.atomic import atomic_output, check_writable
@@ -150,6 +151,13 @@ def object_metrics(pred, truth, dropped=None, new=None, iou_min: float = IOU_MIN
     return out
 
 
+def shown_on(raster: gdalio.RasterLike, polys: PolygonSet) -> PolygonSet:
+    """The polygons of ``polys`` at least half on valid imagery of ``raster``
+    (:func:`visible_share`): the buildings a prediction on that raster can be scored against."""
+    shown = visible_share(raster, polys) >= HALF
+    return replace(polys, geoms=[g for g, s in zip(polys.geoms, shown) if s])
+
+
 def visible_share(raster: gdalio.RasterLike, polys: PolygonSet) -> np.ndarray:
     """Share of each polygon on valid imagery (its parts beyond the raster, on masked or on
     nodata pixels count as not shown): a building the image does not show cannot be found, so
@@ -259,7 +267,10 @@ def evaluate(pred: PathLike, truth: PathLike, raster: Optional[gdalio.RasterLike
     """Score a prediction (probability/mask GeoTIFF or footprints vector) against ``truth``.
 
     Pixel metrics need a grid: the prediction raster, or ``raster`` for a vector prediction.
-    Object metrics always run (a raster prediction is polygonised); against ``dropped`` they
+    Object metrics always run (a raster prediction is polygonised); with a grid they leave out
+    the true buildings mostly off its valid imagery (:func:`shown_on`; counted in
+    ``object.truth_off_imagery``) and so do ``dropped`` buildings: no prediction there can
+    find them. Against ``dropped`` they
     score the prediction's ``new_buildings`` layer where it has one, else every prediction
     (``object.dropped_scored`` says which). Writes ``json_out``.
     """
@@ -273,7 +284,11 @@ def evaluate(pred: PathLike, truth: PathLike, raster: Optional[gdalio.RasterLike
         _src, truth_layer = memory_layer(truth_set.geoms, truth_set.srs)
         result["pixel"] = _pixel_pass(grid, pred_of, truth_layer, valid_of, tile)
     new = _new_buildings_layer(pred) if dropped is not None else None
-    result["object"] = object_metrics(polys, truth_set, dropped, new)
+    scored = shown_on(grid, truth_set) if grid is not None else truth_set
+    if dropped is not None and grid is not None:
+        dropped = shown_on(grid, _as_polygons(dropped, polys.srs, "dropped buildings", "dropped"))
+    result["object"] = object_metrics(polys, scored, dropped, new)
+    result["object"]["truth_off_imagery"] = len(truth_set.geoms) - len(scored.geoms)
     if dropped is not None:
         result["object"]["dropped_scored"] = new or "all predictions"
     if json_out is not None:
