@@ -10,7 +10,8 @@ Run from the repository root after ``scripts/train_base.py`` (same ``--seed``):
    ``ml_core.learn.threshold``) chooses the building and seed thresholds there.
 2. Held-out areas, each predicted at its own pixel size (``bfe predict`` then ``bfe extract``,
    defaults): pixel Dice of the footprints and one-to-one object precision, recall and F1 at
-   IoU >= 0.5 against all its buildings (``bfe evaluate``).
+   IoU >= 0.5 against all its buildings that the imagery shows (``bfe evaluate``; those mostly
+   off it are counted in ``truth_off_imagery``).
 
 ``--resample-to M`` predicts every held-out area at M metres instead (the alternative to native
 prediction, for the comparison the card reports); ``--keep-thresholds`` skips step 1 and keeps
@@ -83,7 +84,8 @@ def score_area(model: Path, data: Path, raster: str, buildings: str, tmp: Path) 
     return {"pixel_dice": round(pix["dice"], 4),
             **{k: round(obj[k], 4) for k in ("precision", "recall", "f1", "mean_iou",
                                               "merged_share")},
-            "n_pred": obj["n_pred"], "n_truth": obj["n_truth"]}
+            "n_pred": obj["n_pred"], "n_truth": obj["n_truth"],
+            "truth_off_imagery": obj["truth_off_imagery"]}
 
 
 def resampled(model: Path, gsd_m: float, tmp: Path) -> Path:
