@@ -88,7 +88,7 @@ def score_demo(raster: PathLike, buildings: PathLike, outdir: PathLike, seconds:
     new = f"{out / 'footprints.gpkg'}|layername=new_buildings"
     footprints = f"{out / 'footprints.gpkg'}|layername=footprints"
     dropped = read_polygons(f"{partial}|layername=dropped", None, what="dropped buildings")
-    everything = read_polygons(buildings, None, what="buildings")
+    everything = read_polygons(buildings, None, what="buildings", prefer="buildings")
     shown, shown_all = shown_on(raster, dropped), shown_on(raster, everything)
     vs_dropped = object_metrics(new, shown)
     vs_all = object_metrics(footprints, shown_all)

@@ -13,9 +13,8 @@ component is a building.
 
 Flooding over the relief ``1 - interior`` with ``scipy.ndimage.watershed_ift`` was tried and
 dropped: it floods a plateau of equal relief from one marker only (every edge pixel, interior
-probability about 0, is on one such plateau), so one building took its neighbours' edges. On the
-demo sample this turned the OSM labels' own instances into F1 0.54 against the OSM polygons, and
-the base model's buildings into F1 0.27 (0.93 and 0.42 flooding by distance).
+probability about 0, is on one such plateau), so one building took its neighbours' edges
+(figures: ``docs/experiments/instance_flood``).
 
 The raster is processed in strips of rows with ``overlap`` extra rows on each side; a building
 that crosses a seam gets one id from each strip, and the two are joined when the upper strip
