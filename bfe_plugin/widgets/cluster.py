@@ -4,11 +4,13 @@ The values are those of ``ml_core.config.ClusterOptions`` (an :class:`OptionsFor
 editors, their tooltips and their saved values); the choice above them only says which of
 them apply, and is read back from them: an address means the scheduler, workers above 0 a
 local cluster. Without Dask the cluster choices are disabled and a note names the install
-command. Dask is imported when a cluster is chosen, on the UI thread (``bfe_plugin.cluster``).
+command; saved values are kept (for when Dask is installed) but do not apply. Dask is
+imported when a cluster is chosen, on the UI thread (``bfe_plugin.cluster``).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Optional
 
 from qgis.PyQt.QtWidgets import (
@@ -78,7 +80,8 @@ class ClusterForm(QWidget):
     def set_mode(self, mode: int) -> None:
         """Choose where to run (as the user does), filling in what the choice needs: a local
         cluster gets every core but one unless workers were set. Without Dask, or when it
-        cannot be imported, the choice stays on this process and the note says why."""
+        cannot be imported, the choice stays on this process, the note says why, and the values
+        typed earlier stay for when it can."""
         if mode != HERE:
             try:
                 preload_dask()
@@ -86,7 +89,8 @@ class ClusterForm(QWidget):
                 self.missing = self.missing or str(exc)
                 self.note.setText(self.missing)
                 self.note.setVisible(True)
-                mode = HERE
+                self._show(HERE)
+                return
         if mode == LOCAL:
             if self.workers.value() == 0:
                 self.workers.setValue(default_workers())
@@ -115,7 +119,10 @@ class ClusterForm(QWidget):
         if predicts and self.mode() == SCHEDULER and not self.scheduler.text().strip():
             raise InputError("Type the address of the Dask scheduler (tcp://HOST:PORT) under "
                              "'Run prediction on', or choose this process or a local cluster.")
-        return self.form.options()
+        options = self.form.options()
+        if self.mode() == HERE:  # values kept while Dask is missing do not apply
+            return replace(options, workers=0, scheduler="")
+        return options
 
     def set_options(self, options: ClusterOptions) -> None:
         """Show ``options``, and the choice they mean."""
@@ -134,8 +141,9 @@ class ClusterForm(QWidget):
         self._show_saved()
 
     def _show_saved(self) -> None:
-        if self.scheduler.text().strip():
-            mode = SCHEDULER
+        if self.missing:  # this process, the saved values kept as they are
+            self._show(HERE)
+        elif self.scheduler.text().strip():
+            self.set_mode(SCHEDULER)
         else:
-            mode = LOCAL if self.workers.value() > 0 else HERE
-        self.set_mode(HERE if self.missing else mode)
+            self.set_mode(LOCAL if self.workers.value() > 0 else HERE)

@@ -253,6 +253,7 @@ CLUSTER_CHOICES = textwrap.dedent("""
 
     app = QgsApplication([], False)
     app.initQgis()
+    ADDRESS = "tcp://10.0.0.5:8786"
     from ml_core.config import ClusterOptions
     from ml_core.errors import InputError
     from ml_core.infer.cluster import require_dask
@@ -274,6 +275,15 @@ CLUSTER_CHOICES = textwrap.dedent("""
               "missing": missing.command if missing else None}
     form.set_mode(LOCAL)  # as if chosen: stays on this process
     report["mode_after_choice"] = form.mode()
+    report["workers_kept"] = form.workers.value()
+    form.form.set_options(ClusterOptions(scheduler=ADDRESS))  # another earlier session
+    form.form.save()
+    form.restore()
+    form.save()  # the dock saves its settings when QGIS closes
+    form.form.set_options(ClusterOptions())
+    form.form.restore()
+    report["scheduler"] = {"mode": form.mode(), "applies": form.options().scheduler,
+                           "saved": form.scheduler.text()}
     try:
         require_dask()
     except InputError as exc:
@@ -305,6 +315,9 @@ def cluster_choices(setup: str, tmp_path: Path, *args: str) -> dict:
     report = json.loads(run.stdout.strip().splitlines()[-1])
     assert report["note_shown"] and DASK_REQUIREMENT in report["note"]
     assert report["mode"] == report["mode_after_choice"] == 0 and report["options"] == 0
+    # the values saved by earlier sessions stay, unused, for when Dask works again
+    assert report["workers_kept"] == 2
+    assert report["scheduler"] == {"mode": 0, "applies": "", "saved": "tcp://10.0.0.5:8786"}
     for key in ("task", "processing"):
         assert f"pip install '{DASK_REQUIREMENT}'" in report[key], report
         assert "Traceback" not in report[key]
