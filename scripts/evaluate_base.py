@@ -62,11 +62,13 @@ HELD_OUT = {  # name: (raster, buildings, kind)
 
 
 def held_out_thresholds(loaded: LoadedModel, data: Path, seed: int, tmp: Path):
-    """The policy's thresholds on the training run's own held-out blocks."""
+    """The policy's thresholds on the training run's own held-out blocks (read at the model's
+    one pixel size when it was trained at one, ``train_base.py --fixed-gsd``)."""
     options = TrainOptions(val_fraction=0.1, seed=seed)
+    fixed_gsd = None if loaded.card.gsd_range_m else loaded.card.gsd_m
     regions = []
     for raster, buildings in training_sources(data):
-        regions += area_regions(raster, buildings, tmp)[0]
+        regions += area_regions(raster, buildings, tmp, fixed_gsd)[0]
     split = split_blocks(regions, options.crop_size // 2, options.val_fraction, seed)
     val = val_crops(split, options.crop_size)
     bands = predict_batches(loaded.net, np.stack([v[0] for v in val]), torch.device("cpu"), 8)

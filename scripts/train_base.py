@@ -17,6 +17,11 @@ the demo scores buildings the base model never saw labelled.
 
 Held out for evaluation (``scripts/evaluate_base.py``): Kampala (drone, 0.3 and 0.15 m), Dhaka
 (dense drone, 0.3 m) and SpaceNet Atlanta (satellite, 0.5 m).
+
+For the measured alternatives: ``--fixed-gsd M`` reads every area at M metres without scale
+augmentation (a one-pixel-size model; prediction resamples to M), ``--no-photometric`` keeps
+only the mild colour jitter, ``--width`` sets the U-Net width
+(``docs/experiments/base_alternatives``).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -78,12 +84,14 @@ def hide_sample(mask_path: Path) -> None:
     mask = None
 
 
-def area_regions(raster: Path, buildings: Path, tmp: Path) -> tuple[list[Region], list, list]:
-    """Rasterise one area's buildings and read it at its own pixel size (within GSD_RANGE)."""
+def area_regions(raster: Path, buildings: Path, tmp: Path,
+                 fixed_gsd: Optional[float] = None) -> tuple[list[Region], list, list]:
+    """Rasterise one area's buildings and read it at its own pixel size (within GSD_RANGE), or
+    at ``fixed_gsd``."""
     ds = gdalio.open_raster(raster)
     bands = gdalio.default_bands(ds)[:3]
     mean, std = gdalio.band_statistics(ds, bands)
-    gsd = min(max(gdalio.pixel_size_m(ds), GSD_RANGE[0]), GSD_RANGE[1])
+    gsd = fixed_gsd or min(max(gdalio.pixel_size_m(ds), GSD_RANGE[0]), GSD_RANGE[1])
     mask = rasterize_labels(raster, buildings, tmp / (raster.stem + ".tif"))
     hide_sample(mask)
     return load_regions(raster, mask, bands, gsd, mean, std, num_classes=4), mean, std
@@ -154,18 +162,25 @@ def main() -> None:
                         help="share of crops drawn from the satellite chips")
     parser.add_argument("--init", type=Path, default=None,
                         help="an earlier base model to start from (2 or 4 classes)")
+    parser.add_argument("--fixed-gsd", type=float, default=None,
+                        help="the alternative to multi-scale training: every area read at this "
+                        "pixel size, no scale augmentation; prediction resamples to it")
+    parser.add_argument("--no-photometric", action="store_true",
+                        help="only the mild colour jitter of fine-tuning (to measure the strong "
+                        "colour, haze and blur augmentation)")
     args = parser.parse_args()
     options = TrainOptions(loss=args.loss, epochs=args.epochs, minutes=args.minutes or None,
                            lr=args.lr, optimizer="adamw", steps_per_epoch=args.steps,
                            width=args.width, patience=1000, val_fraction=0.1, seed=args.seed,
                            device="auto", lr_halve_every=args.lr_halve_every, freeze_bn=False,
-                           scale_augment=True, photometric=True,
+                           scale_augment=args.fixed_gsd is None,
+                           photometric=not args.no_photometric,
                            threshold_metric="dice")  # chosen again by evaluate_base.py
     with tempfile.TemporaryDirectory(prefix="bfe_base_") as tmp:
         groups, means, stds = [], [], []
         sources = training_sources(args.data)
         for raster, buildings in sources:
-            regs, mean, std = area_regions(raster, buildings, Path(tmp))
+            regs, mean, std = area_regions(raster, buildings, Path(tmp), args.fixed_gsd)
             groups.append(regs)
             means.append(mean)
             stds.append(std)
@@ -182,7 +197,8 @@ def main() -> None:
         command = "python scripts/train_base.py " + shlex.join(sys.argv[1:])
         card = ModelCard(architecture=net.architecture(), bands=[1, 2, 3],
                          mean=np.mean(means, 0).tolist(), std=np.mean(stds, 0).tolist(),
-                         gsd_m=NOMINAL_GSD, gsd_range_m=list(GSD_RANGE), loss=args.loss,
+                         gsd_m=args.fixed_gsd or NOMINAL_GSD,
+                         gsd_range_m=None if args.fixed_gsd else list(GSD_RANGE), loss=args.loss,
                          training_data=sorted({str(r.relative_to(args.data).parent)
                                                if "chips" in r.parts
                                                else str(r.relative_to(args.data))
