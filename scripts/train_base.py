@@ -20,7 +20,7 @@ Held out for evaluation (``scripts/evaluate_base.py``): Kampala (drone, 0.3 and 
 
 For the measured alternatives: ``--fixed-gsd M`` reads every area at M metres without scale
 augmentation (a one-pixel-size model; prediction resamples to M), ``--no-photometric`` keeps
-only the mild colour jitter, ``--width`` sets the U-Net width
+only the mild colour jitter, ``--width`` and ``--depth`` set the U-Net's size
 (``docs/experiments/base_alternatives``).
 """
 
@@ -155,6 +155,7 @@ def main() -> None:
     parser.add_argument("--loss", default="bd_lace_wdice")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--depth", type=int, default=4, help="down-sampling steps of the U-Net")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=50, help="optimiser steps per epoch")
     parser.add_argument("--lr-halve-every", type=int, default=1000, help="epochs")
@@ -171,7 +172,8 @@ def main() -> None:
     args = parser.parse_args()
     options = TrainOptions(loss=args.loss, epochs=args.epochs, minutes=args.minutes or None,
                            lr=args.lr, optimizer="adamw", steps_per_epoch=args.steps,
-                           width=args.width, patience=1000, val_fraction=0.1, seed=args.seed,
+                           width=args.width, depth=args.depth, patience=1000, val_fraction=0.1,
+                           seed=args.seed,
                            device="auto", lr_halve_every=args.lr_halve_every, freeze_bn=False,
                            scale_augment=args.fixed_gsd is None,
                            photometric=not args.no_photometric,
