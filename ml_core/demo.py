@@ -22,6 +22,7 @@ from typing import Optional, Union
 
 from ml_core.config import JobSpec
 from ml_core.evaluate.matching import describe as describe_matching
+from ml_core.evaluate.matching import describe_errors
 from ml_core.evaluate.metrics import object_metrics, shown_on
 from ml_core.events import CancelToken, ProgressCallback
 from ml_core.io.atomic import atomic_output
@@ -77,7 +78,7 @@ def _one_to_one(figures: dict) -> dict:
     """The one-to-one figures of an ``object_metrics`` dict, rounded for the report."""
     keys = ("f1", "precision", "recall", "mean_iou", "merged_share", "split_share", "matched",
             "n_pred", "n_truth")
-    return {k: round(figures[k], 3) for k in keys}
+    return {**{k: round(figures[k], 3) for k in keys}, "errors": figures["errors"]}
 
 
 def score_demo(raster: PathLike, buildings: PathLike, outdir: PathLike, seconds: float) -> dict:
@@ -119,6 +120,7 @@ def describe(scores: dict, outdir: PathLike) -> str:
         f"All {scores['footprints']} footprints vs all buildings the imagery shows "
         f"({scores['buildings_off_imagery']} mostly off it, not scored): "
         f"{describe_matching(scores['footprints_vs_buildings'])}\n"
+        f"Of those, {describe_errors(scores['footprints_vs_buildings']['errors'])}\n"
         f"Coverage (secondary; found = predictions cover >= 50 %, however many buildings one "
         f"covers): recall of the dropped buildings {scores['coverage_recall_of_dropped']:.2f}, "
         f"share of new buildings on a real one {scores['coverage_precision_of_new']:.2f}\n"

@@ -8,7 +8,10 @@ instances are recovered from label classes; ``--from-mask`` scores against the i
 the threshold policy recovers from the 4-class label mask instead, to check that recovery.
 
     python scripts/extraction_grid.py PROB.tif BUILDINGS.gpkg [--building 0.3 0.5] \
-        [--seed 0.3 0.5] [--min-area 15]
+        [--seed 0.3 0.5] [--min-area 15] [--errors]
+
+``--errors`` adds, under each row, why the unmatched went unmatched (split pieces, merges, near
+misses, polygons on no building).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ml_core.config import ExtractOptions  # noqa: E402
-from ml_core.evaluate.matching import match_labels  # noqa: E402
+from ml_core.evaluate.matching import describe_errors, match_labels  # noqa: E402
 from ml_core.infer.extract import seed_pixels  # noqa: E402
 from ml_core.infer.instances import label_instances  # noqa: E402
 from ml_core.infer.thresholds import Thresholds  # noqa: E402
@@ -62,6 +65,7 @@ def main() -> None:
     parser.add_argument("--seed", type=float, nargs="+", default=[0.3, 0.5, 0.7])
     parser.add_argument("--min-area", type=float, default=ExtractOptions().min_area)
     parser.add_argument("--from-mask", action="store_true")
+    parser.add_argument("--errors", action="store_true")
     args = parser.parse_args()
     prob = gdalio.open_raster(args.prob)
     building = prob.GetRasterBand(1).ReadAsArray()
@@ -85,6 +89,8 @@ def main() -> None:
             figures = m.summary()
             print(f"{t:8.2f} {s:4.2f} " + " ".join(f"{figures[k]:.3f}" for k in COLUMNS),
                   flush=True)
+            if args.errors:
+                print("    " + describe_errors(m.errors()), flush=True)
 
 
 if __name__ == "__main__":

@@ -63,6 +63,9 @@ def test_demo_drops_half_and_scores_against_the_dropped(tmp_path):
         assert 0 <= m["matched"] <= min(n_pred, n_truth)
         assert m["f1"] == round(2 * m["matched"] / (n_pred + n_truth), 3)
         assert 0 <= m["merged_share"] <= 1 and (m["matched"] == 0) == (m["mean_iou"] == 0)
+        # every unmatched polygon and building has one reason
+        assert sum(m["errors"]["predictions"].values()) == n_pred - m["matched"]
+        assert sum(m["errors"]["buildings"].values()) == n_truth - m["matched"]
     # the sample's imagery has no gaps, but OSM buildings at its edges reach beyond it
     _check_off_imagery(tmp_path, scores, _extent(SAMPLE_RASTER))
     dropped = read_polygons(f"{tmp_path / 'partial_buildings.gpkg'}|layername=dropped", None)
@@ -88,7 +91,8 @@ def test_cli_demo_on_another_raster_and_layer(tmp_path, capsys):
     assert scores["dropped"] == round(_count(SAMPLE_BUILDINGS) * 0.3)
     out = capsys.readouterr().out
     assert "New buildings vs the dropped ones, one to one at IoU >= 0.5: F1 " in out
-    assert out.index("one to one") < out.index("Coverage (secondary")
+    assert out.index("one to one") < out.index("Of those, unmatched polygons: ") < out.index(
+        "Coverage (secondary")
 
 
 def test_dropped_buildings_off_the_imagery_are_not_scored(tmp_path):

@@ -8,7 +8,13 @@ import pytest
 from osgeo import ogr, osr
 
 from ml_core.errors import InputError
-from ml_core.evaluate.matching import describe, is_found, match_labels, match_polygons
+from ml_core.evaluate.matching import (
+    describe,
+    describe_errors,
+    is_found,
+    match_labels,
+    match_polygons,
+)
 from ml_core.io.vector import AreaMeter, srs_of
 
 
@@ -60,6 +66,31 @@ def test_two_polygons_inside_one_building_split_it():
     # one half sticking 60 % out of the building no longer lies half inside it
     m = match_polygons([sq(0, 0, 9, 10), sq(16, 0, 26, 10)], long_house, None)
     assert m.split.tolist() == [False]
+
+
+def test_errors_say_why_each_unmatched_polygon_and_building_went_unmatched():
+    truth = [sq(0, 0, 10, 10), sq(20, 0, 30, 10),  # matched exactly
+             sq(40, 0, 60, 10),  # split in two halves of IoU 0.45
+             sq(100, 0, 110, 10),  # nothing near it: missed
+             sq(120, 0, 130, 10),  # a prediction shifted 5 m: IoU 1/3, a near miss
+             sq(140, 0, 150, 10), sq(150, 0, 160, 10)]  # one blob of IoU 100/220 over both
+    pred = [sq(0, 0, 10, 10), sq(20, 0, 30, 10), sq(40, 0, 49, 10), sq(51, 0, 60, 10),
+            sq(125, 0, 135, 10), sq(139, 0, 161, 10), sq(200, 0, 210, 10)]
+    m = match_polygons(pred, truth, None)
+    assert m.tp == 2
+    errors = m.errors()
+    assert errors == {"predictions": {"merged": 1, "split_piece": 2, "near_miss": 1,
+                                      "on_no_building": 1},
+                      "buildings": {"split": 1, "in_merge": 2, "near_miss": 1, "missed": 1}}
+    assert m.best_iou_truth[4] == pytest.approx(1 / 3) and m.best_iou_pred[5] == pytest.approx(
+        100 / 220)
+    assert describe_errors(errors) == (
+        "unmatched polygons: 2 pieces of split buildings, 1 merged, 1 near misses (IoU 0.3-0.5), "
+        "1 on no building; unmatched buildings: 1 split, 2 in merged polygons, 1 near misses, "
+        "1 missed")
+    # nothing unmatched: all zero
+    assert all(v == 0 for group in match_polygons(truth, truth, None).errors().values()
+               for v in group.values())
 
 
 def test_greedy_takes_highest_iou_first_and_breaks_ties_by_index():

@@ -149,7 +149,11 @@ def test_cli_evaluate_prints_one_to_one_figures_first(make_vector, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("Objects, one to one at IoU >= 0.5: F1 0.50 (precision 0.50, "
                                "recall 0.50: 1 matched of 2 polygons and 2 buildings)")
+    assert lines[0].endswith("; unmatched polygons: 0 pieces of split buildings, 0 merged, 1 "
+                             "near misses (IoU 0.3-0.5), 0 on no building; unmatched buildings: "
+                             "0 split, 0 in merged polygons, 1 near misses, 0 missed")
     assert lines[1].startswith("Against the dropped buildings (all predictions): F1 0.00")
+    assert "1 near misses (IoU 0.3-0.5), 1 on no building;" in lines[1]  # the kept house
     assert lines[2].startswith("Coverage (secondary; found = predictions cover >= 50 %): "
                                "recall 0.50, precision 1.00, recall of dropped 0.00")
 

@@ -205,13 +205,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _evaluate_summary(result: dict) -> str:
     """The one-to-one object figures first, then coverage and pixel figures."""
-    from ml_core.evaluate.matching import describe
+    from ml_core.evaluate.matching import describe, describe_errors
 
     obj = result["object"]
-    lines = [f"Objects, one to one at IoU >= 0.5: {describe(obj)}"]
+    lines = [f"Objects, one to one at IoU >= 0.5: {describe(obj)}; "
+             f"{describe_errors(obj['errors'])}"]
     if "dropped_f1" in obj:
         lines.append(f"Against the dropped buildings ({obj['dropped_scored']}): "
-                     f"{describe(obj, 'dropped_')}")
+                     f"{describe(obj, 'dropped_')}; {describe_errors(obj['dropped_errors'])}")
     lines.append(f"Coverage (secondary; found = predictions cover >= 50 %): recall "
                  f"{obj['coverage_recall']:.2f}, precision {obj['coverage_precision']:.2f}"
                  + (f", recall of dropped {obj['dropped_coverage_recall']:.2f}"

@@ -11,6 +11,11 @@ when its denominator is 0 (nothing predicted, nothing to find). Also:
 - a **split** true building holds two or more predictions that each lie at least half inside it;
 - the older **coverage** rule (``is_found``): a true building is found when predictions cover at
   least half of it, however many buildings one prediction covers. Kept as a secondary figure.
+
+:meth:`Matching.errors` says why the others went unmatched (where to work next), each counted
+once, in this order: a prediction is merged, a piece of a split building, a near miss (its best
+IoU at least ``NEAR_MISS_IOU``) or on no building; a building is split, inside a merged
+prediction, a near miss, or missed.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from ml_core.io.vector import AreaMeter, BoxIndex, PolygonSet
 
 IOU_MIN = 0.5
 HALF = 0.5  # the share behind "covers half", "lies half inside" and "found"
+NEAR_MISS_IOU = 0.3
 
 
 def is_found(cover: np.ndarray) -> np.ndarray:
@@ -47,6 +53,10 @@ class Matching:
     split: np.ndarray  # per truth: holds >= 2 predictions each at least half inside it
     pred_ids: np.ndarray
     truth_ids: np.ndarray
+    best_iou_pred: np.ndarray  # per prediction: its highest IoU with any truth
+    best_iou_truth: np.ndarray  # per truth: its highest IoU with any prediction
+    split_piece: np.ndarray  # per prediction: lies half inside a split truth
+    in_merge: np.ndarray  # per truth: half covered by a merged prediction
 
     @property
     def n_pred(self) -> int:
@@ -94,6 +104,29 @@ class Matching:
                    "n_truth": self.n_truth}
         return {prefix + k: v for k, v in figures.items()}
 
+    def errors(self) -> dict:
+        """Why predictions and true buildings went unmatched, as counts (see the module
+        docstring): ``{"predictions": {...}, "buildings": {...}}``."""
+        matched_t = np.zeros(self.n_truth, bool)
+        matched_t[self.pairs[:, 1]] = True
+        return {"predictions": _tally(self.pred_match < 0, (
+                    ("merged", self.merged), ("split_piece", self.split_piece),
+                    ("near_miss", self.best_iou_pred >= NEAR_MISS_IOU),
+                    ("on_no_building", np.ones(self.n_pred, bool)))),
+                "buildings": _tally(~matched_t, (
+                    ("split", self.split), ("in_merge", self.in_merge),
+                    ("near_miss", self.best_iou_truth >= NEAR_MISS_IOU),
+                    ("missed", np.ones(self.n_truth, bool))))}
+
+
+def _tally(unmatched: np.ndarray, reasons: tuple) -> dict:
+    """Counts of the ``unmatched`` items by the first of ``reasons`` (name, mask) that holds."""
+    left, counts = unmatched.copy(), {}
+    for name, holds in reasons:
+        counts[name] = int((left & holds).sum())
+        left &= ~holds
+    return counts
+
 
 def area_meter(*sets: PolygonSet) -> AreaMeter:
     """A meter in the UTM zone of the first non-empty set's centre (all sets in one CRS)."""
@@ -133,8 +166,15 @@ def _matching(pred_ids: np.ndarray, truth_ids: np.ndarray, pi: np.ndarray, tj: n
     inside_truth = inter >= HALF * area_p[pi]  # this prediction lies half inside that building
     merged = np.bincount(pi[covers_truth], minlength=n_p) >= 2
     split = np.bincount(tj[inside_truth], minlength=n_t) >= 2
+    best_p, best_t = np.zeros(n_p), np.zeros(n_t)
+    np.maximum.at(best_p, pi, iou)
+    np.maximum.at(best_t, tj, iou)
+    split_piece, in_merge = np.zeros(n_p, bool), np.zeros(n_t, bool)
+    split_piece[pi[inside_truth & split[tj]]] = True
+    in_merge[tj[covers_truth & merged[pi]]] = True
     return Matching(np.stack([pi[keep], tj[keep]], axis=1).reshape(-1, 2), iou[keep],
-                    pred_match, merged, split, pred_ids, truth_ids)
+                    pred_match, merged, split, pred_ids, truth_ids, best_p, best_t,
+                    split_piece, in_merge)
 
 
 def _metric(geoms: Sequence[ogr.Geometry], meter: Optional[AreaMeter]) -> list:
@@ -228,3 +268,13 @@ def describe(figures: dict, prefix: str = "") -> str:
             f"{f['matched']} matched of {f['n_pred']} polygons and {f['n_truth']} buildings), "
             f"mean IoU of matches {f['mean_iou']:.2f}, merged {f['merged_share']:.0%}, "
             f"split {f['split_share']:.0%}")
+
+
+def describe_errors(errors: dict) -> str:
+    """One line of a :meth:`Matching.errors` dict: why the unmatched went unmatched."""
+    p, b = errors["predictions"], errors["buildings"]
+    return (f"unmatched polygons: {p['split_piece']} pieces of split buildings, {p['merged']} "
+            f"merged, {p['near_miss']} near misses (IoU {NEAR_MISS_IOU:g}-{IOU_MIN:g}), "
+            f"{p['on_no_building']} on no building; unmatched buildings: {b['split']} split, "
+            f"{b['in_merge']} in merged polygons, {b['near_miss']} near misses, "
+            f"{b['missed']} missed")

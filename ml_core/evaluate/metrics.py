@@ -131,22 +131,26 @@ def object_metrics(pred, truth, dropped=None, new=None, iou_min: float = IOU_MIN
     coverage figures (``coverage_recall``, ``coverage_precision``). With ``dropped``: the
     ``new`` polygons (default: ``pred``) against the dropped buildings, one to one
     (``dropped_*``), and ``dropped_coverage_recall`` (share of dropped buildings that all of
-    ``pred`` cover half of). Each argument is a vector path (``footprints``/``buildings``/
-    ``dropped``/``new_buildings`` layers preferred) or a :class:`PolygonSet`; all are
-    reprojected to the CRS of ``pred``, and areas measured in its local UTM zone.
+    ``pred`` cover half of). ``errors`` (and ``dropped_errors``) say why the unmatched went
+    unmatched (:meth:`~ml_core.evaluate.matching.Matching.errors`). Each argument is a vector
+    path (``footprints``/``buildings``/``dropped``/``new_buildings`` layers preferred) or a
+    :class:`PolygonSet`; all are reprojected to the CRS of ``pred``, and areas measured in its
+    local UTM zone.
     """
     pred = _as_polygons(pred, None, "prediction", "footprints")
     truth = _as_polygons(truth, pred.srs, "truth buildings", "buildings")
     meter = area_meter(pred, truth)
     pred_index = BoxIndex(pred.geoms)
-    out = match_polygons(pred.geoms, truth.geoms, meter, iou_min).summary()
+    matching = match_polygons(pred.geoms, truth.geoms, meter, iou_min)
+    out = {**matching.summary(), "errors": matching.errors()}
     out["coverage_recall"] = _share(_found(truth.geoms, pred_index))
     out["coverage_precision"] = _share(_overlaps_any(pred.geoms, BoxIndex(truth.geoms)))
     if dropped is not None:
         drop = _as_polygons(dropped, pred.srs, "dropped buildings", "dropped")
         new = pred if new is None else _as_polygons(new, pred.srs, "new buildings",
                                                     "new_buildings")
-        out.update(match_polygons(new.geoms, drop.geoms, meter, iou_min).summary("dropped_"))
+        matching = match_polygons(new.geoms, drop.geoms, meter, iou_min)
+        out.update({**matching.summary("dropped_"), "dropped_errors": matching.errors()})
         out["dropped_coverage_recall"] = _share(_found(drop.geoms, pred_index))
     return out
 
