@@ -85,9 +85,9 @@ def score_area(model: Path, data: Path, raster: str, buildings: str, tmp: Path) 
     obj, pix = result["object"], result["pixel"]
     return {"pixel_dice": round(pix["dice"], 4),
             **{k: round(obj[k], 4) for k in ("precision", "recall", "f1", "mean_iou",
-                                              "merged_share")},
+                                              "merged_share", "split_share")},
             "n_pred": obj["n_pred"], "n_truth": obj["n_truth"],
-            "truth_off_imagery": obj["truth_off_imagery"]}
+            "truth_off_imagery": obj["truth_off_imagery"], "errors": obj["errors"]}
 
 
 def resampled(model: Path, gsd_m: float, tmp: Path) -> Path:
