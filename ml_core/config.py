@@ -100,6 +100,10 @@ class TrainOptions(_Checked):
         0.5, "Treat as unknown (in training and validation blocks) the background pixels the "
         "base model calls building above this probability: likely unmapped buildings (0: off).",
         min=0.0, max=1.0)
+    clean_validation: bool = _opt(
+        True, "Apply ignore_confident to the held-out blocks as well. Off: they keep the labels as "
+        "given, so the starting model is not scored where its own confident predictions were "
+        "made unknown (which favours it when keep_start compares it with the epochs).")
     keep_start: bool = _opt(True, "Score the starting model on the held-out blocks first and "
                             "return it, saying so, when no epoch beats it: a short fine-tune "
                             "dips before it improves, so it is never handed back worse than its "

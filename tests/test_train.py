@@ -220,6 +220,11 @@ def test_ignore_confident_unlabels_background_in_training_and_validation(tiny):
     for (t0, v0), reg, val in zip(before, split.train, split.val):
         assert not (reg.mask == 0).any() and not (val.mask == 0).any()
         assert np.array_equal(reg.mask == 1, t0 == 1) and np.array_equal(val.mask == 1, v0 == 1)
+    # without the held-out blocks: only the training blocks change
+    split = split_blocks(regions, TINY.crop_size // 2, TINY.val_fraction, TINY.seed)
+    assert ignore_confident(net, split, 0.5, torch.device("cpu"), validation=False) == changed
+    for (_, v0), reg, val in zip(before, split.train, split.val):
+        assert not (reg.mask == 0).any() and np.array_equal(val.mask, v0)
 
 
 def test_the_experiment_keeps_the_settings_of_its_committed_grids():

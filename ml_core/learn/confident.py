@@ -11,15 +11,15 @@ from ml_core.learn.dataset import Split
 
 
 def ignore_confident(net: torch.nn.Module, split: Split, threshold: float,
-                     device: torch.device) -> int:
-    """Mark unknown the background pixels, in training and validation blocks alike, that the
-    base model calls building with probability above ``threshold`` (likely unmapped buildings);
-    returns how many training pixels changed."""
+                     device: torch.device, validation: bool = True) -> int:
+    """Mark unknown the background pixels, in training blocks and (``validation``) held-out
+    blocks, that the base model calls building with probability above ``threshold`` (likely
+    unmapped buildings); returns how many training pixels changed."""
     changed = 0
     net.to(device)
     for train, val in zip(split.train, split.val):
         hit = predict_region(net, train.image, device)[0] > threshold
         changed += int((hit & (train.mask == 0)).sum())
-        for reg in (train, val):
+        for reg in (train, val) if validation else (train,):
             reg.mask[hit & (reg.mask == 0)] = UNKNOWN
     return changed

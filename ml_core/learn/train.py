@@ -383,7 +383,8 @@ def finetune(raster: PathLike, labels: Union[PathLike, Sequence[PathLike], None]
     if start is None:  # a new network must learn its BatchNorm statistics; no start to keep
         options = replace(options, freeze_bn=False, keep_start=False)
     if start is not None and options.ignore_confident:
-        ignore_confident(net, split, options.ignore_confident, select_device(options.device))
+        ignore_confident(net, split, options.ignore_confident, select_device(options.device),
+                         validation=options.clean_validation)
     given = [labels] if isinstance(labels, (str, os.PathLike)) else list(labels or [])
     sources = [str(p) for p in [raster, *(given or [mask])]]
     card = ModelCard(architecture=net.architecture(), bands=bands, mean=[float(v) for v in mean],
