@@ -97,13 +97,15 @@ class TrainOptions(_Checked):
     gsd_m: Optional[float] = _opt(None, "Resample the raster to this pixel size in metres; "
                                   "default: the base model's, else the raster's own.", min=0.01)
     ignore_confident: Optional[float] = _opt(
-        0.5, "Treat as unknown (in training and validation blocks) the background pixels the "
-        "base model calls building above this probability: likely unmapped buildings (0: off).",
+        0.5, "Treat as unknown (in training blocks; see clean_validation) the background pixels "
+        "the base model calls building above this probability: likely unmapped buildings (0: "
+        "off).",
         min=0.0, max=1.0)
     clean_validation: bool = _opt(
-        True, "Apply ignore_confident to the held-out blocks as well. Off: they keep the labels as "
-        "given, so the starting model is not scored where its own confident predictions were "
-        "made unknown (which favours it when keep_start compares it with the epochs).")
+        False, "Apply ignore_confident to the held-out blocks as well. Off (default): they keep "
+        "the labels as given, so keep_start does not score the starting model where its own "
+        "confident predictions were made unknown, which no epoch could beat (figures: "
+        "docs/experiments/base_alternatives).")
     keep_start: bool = _opt(True, "Score the starting model on the held-out blocks first and "
                             "return it, saying so, when no epoch beats it: a short fine-tune "
                             "dips before it improves, so it is never handed back worse than its "
