@@ -50,7 +50,8 @@ def held_out(run: Path, raster: Path, base: Path, seed: int
     regions = load_regions(raster, run / "labels.tif", card.bands, card.gsd_m, mean, std,
                            num_classes=model.net.num_classes)
     split = split_blocks(regions, options.crop_size // 2, options.val_fraction, options.seed)
-    ignore_confident(load_model(base).net, split, options.ignore_confident, torch.device("cpu"))
+    ignore_confident(load_model(base).net, split, options.ignore_confident, torch.device("cpu"),
+                     validation=options.clean_validation)
     val = val_crops(split, options.crop_size)
     bands = predict_batches(model.net, np.stack([v[0] for v in val]), torch.device("cpu"), 8)
     return bands, np.stack([v[1] for v in val]), seed_pixels(ExtractOptions().min_seed_m2,

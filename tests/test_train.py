@@ -215,7 +215,7 @@ def test_ignore_confident_unlabels_background_in_training_and_validation(tiny):
     with torch.no_grad():  # a model that calls every pixel building
         net.head.weight.zero_()
         net.head.bias.copy_(torch.tensor([-5.0, 5.0]))
-    changed = ignore_confident(net, split, 0.5, torch.device("cpu"))
+    changed = ignore_confident(net, split, 0.5, torch.device("cpu"), validation=True)
     assert changed == sum(int((t == 0).sum()) for t, _ in before) > 0
     for (t0, v0), reg, val in zip(before, split.train, split.val):
         assert not (reg.mask == 0).any() and not (val.mask == 0).any()

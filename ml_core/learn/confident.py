@@ -11,10 +11,11 @@ from ml_core.learn.dataset import Split
 
 
 def ignore_confident(net: torch.nn.Module, split: Split, threshold: float,
-                     device: torch.device, validation: bool = True) -> int:
-    """Mark unknown the background pixels, in training blocks and (``validation``) held-out
-    blocks, that the base model calls building with probability above ``threshold`` (likely
-    unmapped buildings); returns how many training pixels changed."""
+                     device: torch.device, *, validation: bool) -> int:
+    """Mark unknown the background pixels, in training blocks and (``validation``, which is
+    ``TrainOptions.clean_validation``) held-out blocks, that the base model calls building with
+    probability above ``threshold`` (likely unmapped buildings); returns how many training
+    pixels changed."""
     changed = 0
     net.to(device)
     for train, val in zip(split.train, split.val):
