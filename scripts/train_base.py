@@ -21,7 +21,9 @@ Held out for evaluation (``scripts/evaluate_base.py``): Kampala (drone, 0.3 and 
 For the measured alternatives: ``--fixed-gsd M`` reads every area at M metres without scale
 augmentation (a one-pixel-size model; prediction resamples to M), ``--no-photometric`` keeps
 only the mild colour jitter, ``--width`` and ``--depth`` set the U-Net's size
-(``docs/experiments/base_alternatives``).
+(``docs/experiments/base_alternatives``). ``--leave-out extra/coxsbazar_ramp`` trains without
+the satellite chips, so that ``evaluate_base.py`` can score them as a left-out area
+(``docs/experiments/leave_one_area_out``).
 """
 
 from __future__ import annotations
@@ -97,8 +99,9 @@ def area_regions(raster: Path, buildings: Path, tmp: Path,
     return load_regions(raster, mask, bands, gsd, mean, std, num_classes=4), mean, std
 
 
-def training_sources(data: Path) -> list[tuple[Path, Path]]:
-    """(raster, buildings) of every training area; satellite chips without buildings are left
+def training_sources(data: Path, leave_out: tuple[str, ...] = ()) -> list[tuple[Path, Path]]:
+    """(raster, buildings) of every training area whose path under ``data`` starts with none
+    of ``leave_out`` (a leave-one-area-out run); satellite chips without buildings are left
     out (rasterising needs at least one)."""
     sources = [(data / r, data / b) for r, b in TRAIN_AREAS]
     chips = data / SATELLITE_CHIPS
@@ -106,7 +109,8 @@ def training_sources(data: Path) -> list[tuple[Path, Path]]:
         label = chips / "labels" / (chip.stem + ".geojson")
         if label.exists() and _feature_count(label):
             sources.append((chip, label))
-    return sources
+    return [(r, b) for r, b in sources
+            if not str(r.relative_to(data)).startswith(tuple(leave_out))]
 
 
 def _feature_count(path: Path) -> int:
@@ -146,7 +150,8 @@ def warm_start(net: UNet, base: Path) -> None:
     net.load_state_dict(state)
 
 
-def main() -> None:
+def command_line() -> argparse.ArgumentParser:
+    """The options of this script (``evaluate_base.py`` reads a card's command with them)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--out", type=Path, default=DEFAULT_BASE)
@@ -169,7 +174,14 @@ def main() -> None:
     parser.add_argument("--no-photometric", action="store_true",
                         help="only the mild colour jitter of fine-tuning (to measure the strong "
                         "colour, haze and blur augmentation)")
-    args = parser.parse_args()
+    parser.add_argument("--leave-out", action="append", default=[], metavar="PATH",
+                        help="leave out the training areas under this path of --data, e.g. "
+                        f"{SATELLITE_CHIPS} (repeatable)")
+    return parser
+
+
+def main() -> None:
+    args = command_line().parse_args()
     options = TrainOptions(loss=args.loss, epochs=args.epochs, minutes=args.minutes or None,
                            lr=args.lr, optimizer="adamw", steps_per_epoch=args.steps,
                            width=args.width, depth=args.depth, patience=1000, val_fraction=0.1,
@@ -180,7 +192,7 @@ def main() -> None:
                            threshold_metric="dice")  # chosen again by evaluate_base.py
     with tempfile.TemporaryDirectory(prefix="bfe_base_") as tmp:
         groups, means, stds = [], [], []
-        sources = training_sources(args.data)
+        sources = training_sources(args.data, tuple(args.leave_out))
         for raster, buildings in sources:
             regs, mean, std = area_regions(raster, buildings, Path(tmp), args.fixed_gsd)
             groups.append(regs)
