@@ -42,14 +42,14 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from train_base import SATELLITE_CHIPS, area_regions, command_line, training_sources  # noqa: E402
 
-from ml_core.config import ExtractOptions, TrainOptions  # noqa: E402
+from ml_core.config import TrainOptions  # noqa: E402
 from ml_core.evaluate.metrics import evaluate, pixel_metrics_from_counts  # noqa: E402
-from ml_core.infer.extract import extract_footprints, seed_pixels  # noqa: E402
+from ml_core.infer.extract import extract_footprints  # noqa: E402
 from ml_core.infer.in_memory import predict_batches  # noqa: E402
 from ml_core.infer.predict import predict_raster  # noqa: E402
 from ml_core.learn.dataset import split_blocks, val_crops  # noqa: E402
 from ml_core.learn.modelfile import LoadedModel, load_model, save_model  # noqa: E402
-from ml_core.learn.threshold import choose_thresholds  # noqa: E402
+from ml_core.learn.threshold import choose_thresholds, extraction_sizes  # noqa: E402
 
 HELD_OUT = {  # name: (raster, buildings, kind)
     "kampala_z19_0.3m": ("hotosm/kampala/kampala_z19.tif",
@@ -85,8 +85,8 @@ def held_out_thresholds(loaded: LoadedModel, data: Path, run: argparse.Namespace
     split = split_blocks(regions, options.crop_size // 2, options.val_fraction, run.seed)
     val = val_crops(split, options.crop_size)
     bands = predict_batches(loaded.net, np.stack([v[0] for v in val]), torch.device("cpu"), 8)
-    min_seed = seed_pixels(ExtractOptions().min_seed_m2, loaded.card.gsd_m)
-    return choose_thresholds(bands, np.stack([v[1] for v in val]), "object_f1", min_seed), len(val)
+    return choose_thresholds(bands, np.stack([v[1] for v in val]), "object_f1",
+                             *extraction_sizes(loaded.card.gsd_m)), len(val)
 
 
 def area_figures(model: Path, raster: Path, buildings: Path, tmp: Path) -> dict:

@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 from ml_core.config import ExtractOptions  # noqa: E402
 from ml_core.evaluate.matching import describe_errors, match_labels  # noqa: E402
 from ml_core.infer.extract import seed_pixels  # noqa: E402
-from ml_core.infer.instances import label_instances  # noqa: E402
+from ml_core.infer.instances import drop_small, label_instances  # noqa: E402
 from ml_core.infer.thresholds import Thresholds  # noqa: E402
 from ml_core.io import raster as gdalio  # noqa: E402
 from ml_core.io.grid import burn  # noqa: E402
@@ -48,13 +48,6 @@ def true_ids(prob, buildings: Path) -> np.ndarray:
     _src, layer = memory_layer(polys.geoms, polys.srs)
     return burn(layer, prob, 0, 0, prob.RasterXSize, prob.RasterYSize, value=None,
                 dtype=gdal.GDT_Int32)
-
-
-def drop_small(labels: np.ndarray, min_px: float) -> np.ndarray:
-    """``labels`` without the instances under ``min_px`` pixels (extraction drops them)."""
-    small = np.bincount(labels.ravel()) < min_px
-    small[0] = False
-    return np.where(small[labels], 0, labels)
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from ml_core.config import ExtractOptions, TrainOptions  # noqa: E402
 from ml_core.demo import score_demo  # noqa: E402
-from ml_core.infer.extract import extract_footprints, seed_pixels  # noqa: E402
+from ml_core.infer.extract import extract_footprints  # noqa: E402
 from ml_core.infer.in_memory import predict_batches  # noqa: E402
 from ml_core.io import raster as gdalio  # noqa: E402
 from ml_core.learn import threshold  # noqa: E402
@@ -40,9 +40,9 @@ from ml_core.pipeline import SAMPLE_BUILDINGS, SAMPLE_RASTER  # noqa: E402
 
 
 def held_out(run: Path, raster: Path, base: Path, seed: int
-             ) -> tuple[np.ndarray, np.ndarray, int]:
-    """(probability bands, masks, smallest seed in pixels) of the run's held-out crops
-    (``seed``: the demo's ``--seed``, which placed them)."""
+             ) -> tuple[np.ndarray, np.ndarray, tuple[int, float]]:
+    """(probability bands, masks, smallest seed and building in pixels) of the run's held-out
+    crops (``seed``: the demo's ``--seed``, which placed them)."""
     model = load_model(run / "model.safetensors")
     card, options = model.card, TrainOptions(seed=seed)
     ds = gdalio.open_raster(raster)
@@ -54,8 +54,7 @@ def held_out(run: Path, raster: Path, base: Path, seed: int
                      validation=options.clean_validation)
     val = val_crops(split, options.crop_size)
     bands = predict_batches(model.net, np.stack([v[0] for v in val]), torch.device("cpu"), 8)
-    return bands, np.stack([v[1] for v in val]), seed_pixels(ExtractOptions().min_seed_m2,
-                                                             card.gsd_m)
+    return bands, np.stack([v[1] for v in val]), threshold.extraction_sizes(card.gsd_m)
 
 
 def main() -> None:
@@ -67,14 +66,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="the demo's --seed")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    bands, masks, min_seed = held_out(args.run, args.raster, args.base, args.seed)
+    bands, masks, sizes = held_out(args.run, args.raster, args.base, args.seed)
     chosen = {"unknown_touching_not_judged": threshold.choose_thresholds(
-        bands, masks, "object_f1", min_seed)}
+        bands, masks, "object_f1", *sizes)}
     today = threshold.unjudged_predictions
     threshold.unjudged_predictions = lambda pred, truth, valid: pred  # the old rule
     try:
         chosen["judged_when_half_labelled"] = threshold.choose_thresholds(
-            bands, masks, "object_f1", min_seed)
+            bands, masks, "object_f1", *sizes)
     finally:
         threshold.unjudged_predictions = today
     kept = f"{args.run / 'partial_buildings.gpkg'}|layername=buildings"

@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ml_core.config import ExtractOptions
 from ml_core.labels.classes import UNKNOWN, instance_classes
 from ml_core.learn.threshold import (
     choose_thresholds,
+    extraction_sizes,
     object_f1_by_thresholds,
     pixel_threshold,
     truth_instances,
@@ -91,3 +93,28 @@ def test_crops_that_cannot_tell_thresholds_apart_keep_the_defaults(policy):
     masks = np.zeros((1, 24, 24), np.uint8)
     chosen = choose_thresholds(bands, masks, policy)
     assert (chosen.building, chosen.seed) == (0.5, 0.5)
+
+
+def test_object_policy_drops_fragments_under_the_smallest_building_as_extraction_does():
+    """A 3 x 3 speck at 0.65 on labelled background is a false building at building threshold
+    0.6 (F1 2 x 1 / (2 + 1)), unless it is under ``min_area_px`` and so never extracted."""
+    ids = np.zeros((40, 40), np.int32)
+    ids[8:30, 5:25] = 1
+    mask = instance_classes(ids, 1, 1)
+    building = np.where(ids > 0, 0.9, 0.02).astype(np.float32)
+    building[34:37, 34:37] = 0.65
+    interior = np.where(mask == 1, 0.9, 0.05).astype(np.float32)
+    interior[34:37, 34:37] = 0.9
+    bands = np.stack([building, interior])[None]
+    counted = object_f1_by_thresholds(bands, mask[None], min_seed_px=4)
+    dropped = object_f1_by_thresholds(bands, mask[None], min_seed_px=4, min_area_px=10)
+    assert counted[(0.6, 0.5)] == pytest.approx(2 / 3)
+    assert counted[(0.7, 0.5)] == 1.0
+    assert dropped[(0.6, 0.5)] == dropped[(0.7, 0.5)] == 1.0
+
+
+def test_extraction_sizes_are_the_extract_defaults_in_pixels():
+    options = ExtractOptions()
+    seed_px, area_px = extraction_sizes(0.5)
+    assert seed_px == max(1, round(options.min_seed_m2 / 0.25))
+    assert area_px == pytest.approx(options.min_area / 0.25)

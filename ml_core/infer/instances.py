@@ -68,6 +68,14 @@ def label_instances(building: np.ndarray, interior: Optional[np.ndarray], valid:
     return _flood_parts(parts, markers), n
 
 
+def drop_small(labels: np.ndarray, min_px: float) -> np.ndarray:
+    """``labels`` without the instances under ``min_px`` pixels, as extraction drops polygons
+    under ``min_area``."""
+    small = np.bincount(labels.ravel()) < min_px
+    small[0] = False
+    return np.where(small[labels], 0, labels)
+
+
 def _flood_parts(parts: np.ndarray, markers: np.ndarray) -> np.ndarray:
     """Each connected part takes its one marker, or each of its pixels the nearest of its own
     markers, within the part's bounding box (another part's markers never reach it)."""

@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from ml_core.config import ExtractOptions
 from ml_core.evaluate.matching import match_labels
 from ml_core.evaluate.metrics import f_beta, pixel_counts, pixel_metrics_from_counts
-from ml_core.infer.instances import label_instances
+from ml_core.infer.extract import seed_pixels
+from ml_core.infer.instances import drop_small, label_instances
 from ml_core.infer.thresholds import Thresholds
 from ml_core.labels.classes import INTERIOR, UNKNOWN, is_building
 
@@ -68,12 +70,22 @@ def unjudged_predictions(pred: np.ndarray, truth: np.ndarray, valid: np.ndarray)
     return np.where(drop[pred], 0, pred)
 
 
-def object_f1_by_thresholds(bands: np.ndarray, masks: np.ndarray, min_seed_px: int
-                            ) -> dict[tuple[float, float], float]:
+def extraction_sizes(gsd_m: float) -> tuple[int, float]:
+    """(smallest seed, smallest building) in pixels at ``gsd_m`` metres, as ``bfe extract``
+    uses them by default."""
+    options = ExtractOptions()
+    return seed_pixels(options.min_seed_m2, gsd_m), options.min_area / (gsd_m * gsd_m)
+
+
+def object_f1_by_thresholds(bands: np.ndarray, masks: np.ndarray, min_seed_px: int,
+                            building_grid: tuple = BUILDING_GRID, seed_grid: tuple = SEED_GRID,
+                            min_area_px: float = 0.0) -> dict[tuple[float, float], float]:
     """Object F1 on the held-out crops (``bands`` [N,B,H,W], ``masks`` [N,H,W]) for each pair
-    of building and seed thresholds (seed: only the default without an interior band)."""
-    seeds = SEED_GRID if bands.shape[1] > 1 else (Thresholds().seed,)
-    counts = {(t, s): np.zeros(3) for t in BUILDING_GRID for s in seeds}
+    of building and seed thresholds (seed: only the default without an interior band).
+    Predicted buildings under ``min_area_px`` pixels are dropped first, as extraction drops
+    them (counted, the fragments that high thresholds leave would pull the choice down)."""
+    seeds = seed_grid if bands.shape[1] > 1 else (Thresholds().seed,)
+    counts = {(t, s): np.zeros(3) for t in building_grid for s in seeds}
     for crop, mask in zip(bands, masks):
         valid = mask != UNKNOWN
         truth = truth_instances(np.where(valid, mask, 0))
@@ -81,6 +93,7 @@ def object_f1_by_thresholds(bands: np.ndarray, masks: np.ndarray, min_seed_px: i
         for t, s in counts:
             pred, _ = label_instances(crop[0], interior, np.ones(valid.shape, bool),
                                       Thresholds(t, s), min_seed_px)
+            pred = drop_small(pred, min_area_px)
             m = match_labels(unjudged_predictions(pred, truth, valid), truth, valid)
             counts[(t, s)] += (m.tp, m.n_pred, m.n_truth)
     return {k: (2 * tp / (n_p + n_t) if n_p + n_t else 1.0) for k, (tp, n_p, n_t) in
@@ -88,16 +101,21 @@ def object_f1_by_thresholds(bands: np.ndarray, masks: np.ndarray, min_seed_px: i
 
 
 def choose_thresholds(bands: np.ndarray, masks: np.ndarray, policy: str,
-                      min_seed_px: int = 4) -> Thresholds:
+                      min_seed_px: int = 4, min_area_px: float = 0.0) -> Thresholds:
     """The thresholds ``policy`` keeps on the held-out crops (see the module docstring)."""
     if policy == "object_f1":
-        scores = object_f1_by_thresholds(bands, masks, min_seed_px)
-        default = Thresholds()
-        building, seed = max(scores, key=lambda k: (scores[k], -abs(k[0] - default.building)
-                                                    - abs(k[1] - default.seed)))
-        return Thresholds(building, seed)
+        return best_cell(object_f1_by_thresholds(bands, masks, min_seed_px,
+                                                 min_area_px=min_area_px))
     return Thresholds(building=pixel_threshold(pixel_counts_by_threshold(bands[:, 0], masks),
                                                policy))
+
+
+def best_cell(scores: dict[tuple[float, float], float]) -> Thresholds:
+    """The (building, seed) pair of best score; ties go to the pair nearest the defaults."""
+    default = Thresholds()
+    building, seed = max(scores, key=lambda k: (scores[k], -abs(k[0] - default.building)
+                                                - abs(k[1] - default.seed)))
+    return Thresholds(building, seed)
 
 
 def pixel_threshold(counts: dict[float, tuple], policy: str) -> float:

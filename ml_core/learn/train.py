@@ -20,10 +20,9 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
-from ml_core.config import ExtractOptions, LossOptions, RasterizeOptions, TrainOptions
+from ml_core.config import LossOptions, RasterizeOptions, TrainOptions
 from ml_core.errors import InputError
 from ml_core.events import CancelToken, ProgressCallback, ProgressEvent, check_cancel, emit
-from ml_core.infer.extract import seed_pixels
 from ml_core.infer.in_memory import predict_batches
 from ml_core.io import raster as gdalio
 from ml_core.io.atomic import check_not_input, check_writable
@@ -44,7 +43,12 @@ from ml_core.learn.losses.registry import loss_params
 from ml_core.learn.model import UNet
 from ml_core.learn.modelfile import ModelCard, load_model, save_model, working_gsd
 from ml_core.learn.optim import make_optimizer, make_scheduler
-from ml_core.learn.threshold import best_pixel_dice, choose_thresholds, pixel_counts_by_threshold
+from ml_core.learn.threshold import (
+    best_pixel_dice,
+    choose_thresholds,
+    extraction_sizes,
+    pixel_counts_by_threshold,
+)
 from ml_core.osm.offset import align_labels
 
 PathLike = Union[str, os.PathLike]
@@ -132,8 +136,7 @@ def _keep_thresholds(run: _Run, bands: Optional[np.ndarray], masks: np.ndarray,
     """Choose the thresholds on the held-out crops (the policy of ``threshold_metric``)."""
     if bands is None:
         return
-    min_seed = seed_pixels(ExtractOptions().min_seed_m2, gsd_m)
-    chosen = choose_thresholds(bands, masks, options.threshold_metric, min_seed)
+    chosen = choose_thresholds(bands, masks, options.threshold_metric, *extraction_sizes(gsd_m))
     run.threshold, run.seed_threshold = chosen.building, chosen.seed
 
 
