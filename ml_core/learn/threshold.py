@@ -2,11 +2,14 @@
 
 The default policy, ``object_f1``, extracts buildings from the held-out crops exactly as
 ``bfe extract`` does (``ml_core.infer.instances.label_instances``) for every pair of building and
-seed thresholds on a small grid, matches them one to one at IoU >= 0.5 with the buildings of the
-held-out labels (``ml_core.evaluate.matching.match_labels``), and keeps the pair with the best
-object F1. A prediction that touches unknown pixels and overlaps no labelled building is not
-counted: with missing labels it is most likely an unmapped building (``ignore_confident`` makes
-the base model's confident finds unknown), and counting it only once it is more than half on
+seed thresholds on a small grid, drops the predicted buildings under ``min_area`` as extraction
+does, matches the rest one to one at IoU >= 0.5 with the buildings of the held-out labels
+(``ml_core.evaluate.matching.match_labels``), and keeps the pair with the best object F1.
+Counting the fragments that extraction never writes (high thresholds leave many) pulled every
+choice to the grid's lowest building threshold (``docs/experiments/threshold_vs_truth``).
+A prediction that touches unknown pixels and overlaps no labelled building is not counted:
+with missing labels it is most likely an unmapped building (``ignore_confident`` makes the
+base model's confident finds unknown), and counting it only once it is more than half on
 labelled pixels would favour high thresholds, which shrink such predictions into the unknown
 pixels (on the one run measured both rules chose the same thresholds:
 ``docs/experiments/threshold_policy``). The pixel policies (``f2``: recall counted twice,
