@@ -6,9 +6,10 @@ it trained on (half the buildings dropped). This script rebuilds that fine-tune'
 crops exactly (``threshold_policy_ab.held_out``), scores every pair of building and seed
 thresholds there as the policy does (``ml_core.learn.threshold``), and scores the same pairs
 on the whole probability raster against *all* the area's buildings, one to one at IoU >= 0.5
-(``extraction_grid``). The grid reaches beyond the policy's (0.1-0.9), to see whether the
-policy's choice at an end of its grid is a choice or a bound. Diagnosis only: the shipped policy is
-not tuned on these figures.
+(``extraction_grid``); ``policy_counting_fragments`` is the choice when the buildings under
+``min_area`` are counted, as the policy did before. The grid reaches beyond the policy's
+(0.1-0.9), to see whether the policy's choice at an end of its grid is a choice or a bound.
+Diagnosis only: the shipped policy is not tuned on these figures.
 
     python scripts/threshold_vs_truth.py OUT_OF_BFE_DEMO --seed S [--raster R --buildings B] \
         [--json J]
@@ -77,7 +78,9 @@ def main() -> None:
                                              min_area)
     truth = truth_f1(args.run / "probability.tif", args.buildings, min_seed)
     shipped = (threshold.BUILDING_GRID, threshold.SEED_GRID)
+    counting_fragments = threshold.object_f1_by_thresholds(bands, masks, min_seed)
     picks = {"policy": threshold.best_cell(on_grid(held, *shipped)),
+             "policy_counting_fragments": threshold.best_cell(counting_fragments),
              "policy_wide_grid": threshold.best_cell(held),
              "truth_best": threshold.best_cell(on_grid(truth, *shipped)),
              "truth_best_wide_grid": threshold.best_cell(truth)}
