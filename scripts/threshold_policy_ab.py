@@ -57,15 +57,21 @@ def held_out(run: Path, raster: Path, base: Path, seed: int
     return bands, np.stack([v[1] for v in val]), threshold.extraction_sizes(card.gsd_m)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def demo_run_arguments(description: str) -> argparse.ArgumentParser:
+    """The options of a script that reads one ``bfe demo`` output (also
+    ``threshold_vs_truth.py``)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("run", type=Path, help="a bfe demo output folder")
     parser.add_argument("--raster", type=Path, default=SAMPLE_RASTER)
     parser.add_argument("--buildings", type=Path, default=SAMPLE_BUILDINGS)
     parser.add_argument("--base", type=Path, default=DEFAULT_BASE)
     parser.add_argument("--seed", type=int, default=0, help="the demo's --seed")
     parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = demo_run_arguments(__doc__.splitlines()[0]).parse_args()
     bands, masks, sizes = held_out(args.run, args.raster, args.base, args.seed)
     chosen = {"unknown_touching_not_judged": threshold.choose_thresholds(
         bands, masks, "object_f1", *sizes)}

@@ -17,7 +17,6 @@ Diagnosis only: the shipped policy is not tuned on these figures.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -27,7 +26,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
 from extraction_grid import true_ids  # noqa: E402
-from threshold_policy_ab import held_out  # noqa: E402
+from threshold_policy_ab import demo_run_arguments, held_out  # noqa: E402
 
 from ml_core.config import ExtractOptions  # noqa: E402
 from ml_core.evaluate.matching import match_labels  # noqa: E402
@@ -35,8 +34,6 @@ from ml_core.infer.instances import drop_small, label_instances  # noqa: E402
 from ml_core.infer.thresholds import Thresholds  # noqa: E402
 from ml_core.io import raster as gdalio  # noqa: E402
 from ml_core.learn import threshold  # noqa: E402
-from ml_core.learn.train import DEFAULT_BASE  # noqa: E402
-from ml_core.pipeline import SAMPLE_BUILDINGS, SAMPLE_RASTER  # noqa: E402
 
 WIDE_BUILDING = (0.1, 0.15, 0.2, 0.25, *threshold.BUILDING_GRID, 0.75, 0.8, 0.85, 0.9)
 WIDE_SEED = (0.1, 0.2, *threshold.SEED_GRID, 0.8)
@@ -65,14 +62,7 @@ def on_grid(scores: dict, buildings: tuple, seeds: tuple) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", type=Path, help="a bfe demo output folder")
-    parser.add_argument("--raster", type=Path, default=SAMPLE_RASTER)
-    parser.add_argument("--buildings", type=Path, default=SAMPLE_BUILDINGS)
-    parser.add_argument("--base", type=Path, default=DEFAULT_BASE)
-    parser.add_argument("--seed", type=int, default=0, help="the demo's --seed")
-    parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args()
+    args = demo_run_arguments(__doc__.splitlines()[0]).parse_args()
     bands, masks, (min_seed, min_area) = held_out(args.run, args.raster, args.base, args.seed)
     held = threshold.object_f1_by_thresholds(bands, masks, min_seed, WIDE_BUILDING, WIDE_SEED,
                                              min_area)
