@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
-import sys
+import importlib
 from pathlib import Path
 
+import pytest
 from osgeo import ogr, osr
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-
-import evaluate_base
-import train_base
-
 from ml_core.learn.modelfile import ModelCard
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+@pytest.fixture
+def train_base(monkeypatch):
+    """``scripts/train_base.py`` as a module, imported when a test needs it."""
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    return importlib.import_module("train_base")
+
+
+@pytest.fixture
+def evaluate_base(train_base):
+    return importlib.import_module("evaluate_base")
 
 
 def _labels(path: Path, n: int) -> None:
@@ -29,7 +39,7 @@ def _labels(path: Path, n: int) -> None:
     src = None
 
 
-def _chips(data: Path) -> None:
+def _chips(data: Path, train_base) -> None:
     """Two satellite chips, one of them without buildings."""
     chips = data / train_base.SATELLITE_CHIPS
     (chips / "chips").mkdir(parents=True)
@@ -39,8 +49,9 @@ def _chips(data: Path) -> None:
         _labels(chips / "labels" / f"{name}.geojson", n)
 
 
-def test_training_sources_leave_out_drops_only_the_named_areas(tmp_path: Path) -> None:
-    _chips(tmp_path)
+def test_training_sources_leave_out_drops_only_the_named_areas(tmp_path: Path,
+                                                               train_base) -> None:
+    _chips(tmp_path, train_base)
     everything = train_base.training_sources(tmp_path)
     assert len(everything) == len(train_base.TRAIN_AREAS) + 1  # the chip without buildings is out
     assert everything[-1][0].name == "a.tif"
@@ -56,7 +67,8 @@ def _card(command: str | None) -> ModelCard:
                      command=command)
 
 
-def test_training_run_reads_seed_and_left_out_areas_from_the_card() -> None:
+def test_training_run_reads_seed_and_left_out_areas_from_the_card(train_base,
+                                                                  evaluate_base) -> None:
     card = _card("python scripts/train_base.py --minutes 85 --seed 5 "
                      f"--leave-out {train_base.SATELLITE_CHIPS} --width 24")
     run = evaluate_base.training_run(card)
