@@ -28,7 +28,6 @@ sys.path.insert(0, str(REPO / "scripts"))
 from extraction_grid import true_ids  # noqa: E402
 from threshold_policy_ab import demo_run_arguments, held_out  # noqa: E402
 
-from ml_core.config import ExtractOptions  # noqa: E402
 from ml_core.evaluate.matching import match_labels  # noqa: E402
 from ml_core.infer.instances import drop_small, label_instances  # noqa: E402
 from ml_core.infer.thresholds import Thresholds  # noqa: E402
@@ -47,7 +46,7 @@ def truth_f1(prob_path: Path, buildings: Path, min_seed_px: int) -> dict:
     interior = prob.GetRasterBand(2).ReadAsArray()
     valid = building >= 0
     truth = true_ids(prob, buildings)
-    min_px = ExtractOptions().min_area / gdalio.pixel_size_m(prob) ** 2
+    min_px = threshold.extraction_sizes(gdalio.pixel_size_m(prob))[1]
     scores = {}
     for t in WIDE_BUILDING:
         for s in WIDE_SEED:
